@@ -17,6 +17,12 @@ int parse_boolean(const char *s);
 int parse_size(const char *s, uint64_t *ret);
 /* "30", "30s", "500ms", "2min", "1h", "1h 30min" → microseconds. A bare number is seconds. */
 int parse_sec(const char *s, uint64_t *ret);
+/* A socket address together with its length, as parsed from "1.2.3.4:80" or "[::1]:80". */
+typedef struct SockAddr {
+        struct sockaddr_storage ss;
+        socklen_t len;
+} SockAddr;
+
 /* "1.2.3.4:80", "[::1]:80", "localhost:80" is refused (no DNS). Port 1–65535. */
 int parse_sockaddr(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len);
 /* A TCP/UDP port 1–65535. */
