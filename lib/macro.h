@@ -57,6 +57,7 @@ static inline void *mfree(void *p) {
 static inline void freep(void *p) {
         free(*(void **) p);
 }
+#define _cleanup_free_ _cleanup_(freep)
 
 static inline int safe_close(int fd) {
         if (fd >= 0) {

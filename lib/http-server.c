@@ -1,0 +1,852 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#include "http-server.h"
+#include "json-util.h"
+#include "log.h"
+#include "parse-util.h"
+
+#define DEFAULT_MAX_CONNECTIONS 1024U
+#define DEFAULT_MAX_HEADER_SIZE (16U * 1024U)
+#define DEFAULT_MAX_BODY_SIZE (1024U * 1024U)
+#define DEFAULT_STREAM_BUFFER_MAX (64U * 1024U)
+#define DEFAULT_IDLE_TIMEOUT_SEC 60U
+#define STREAM_BLOCK_SIZE (16U * 1024U)
+#define MAX_RESPONSE_HEADERS 32U
+
+typedef struct Header {
+        char *name;
+        char *value;
+} Header;
+
+struct HttpServer {
+        sd_event *event;
+        sd_event_source *io;
+        sd_event_source *timer;
+        sd_event_source *kick;   /* runs MHD once more after a resume */
+        struct MHD_Daemon *mhd;
+        int fd;
+        bool quiesced;
+
+        HttpServerOptions opts;
+        HttpHandler handler;
+        void *userdata;
+
+        unsigned n_connections;
+        unsigned n_exchanges;
+};
+
+struct HttpExchange {
+        HttpServer *server;
+        struct MHD_Connection *conn;
+        const char *method;
+        char *target;
+        char *path;
+        uint64_t start_usec;
+
+        char *body;
+        size_t body_len;
+        size_t body_alloc;
+        bool body_too_large;
+
+        bool headers_seen;
+        bool dispatched;
+        bool queued;
+        bool suspended;
+        bool client_gone;
+        bool closed;
+
+        Header headers[MAX_RESPONSE_HEADERS];
+        size_t n_headers;
+        struct MHD_Response *response;
+        unsigned status;
+
+        /* streaming */
+        bool streaming;
+        bool stream_ended;
+        bool stream_aborted;
+        bool want_drain;
+        char *buf;
+        size_t buf_off;
+        size_t buf_len;
+        size_t buf_alloc;
+
+        sd_event_source *hup_source;
+        sd_event_source *drain_source;
+
+        void *userdata;
+        HttpExchangeCloseHandler on_close;
+        HttpExchangeDrainHandler on_drain;
+};
+
+static void server_run(HttpServer *s);
+
+/* ---- listening sockets ---------------------------------------------------- */
+
+int http_listen(const char *address, int *ret_fd) {
+        _cleanup_(closep) int fd = -EBADF;
+        struct sockaddr_storage ss;
+        socklen_t len;
+        int r, one = 1;
+
+        assert(address && ret_fd);
+        r = parse_sockaddr(address, &ss, &len);
+        if (r < 0)
+                return r;
+        fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *) &ss, len) < 0)
+                return -errno;
+        if (listen(fd, SOMAXCONN) < 0)
+                return -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int http_socket_port(int fd, uint16_t *ret) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+
+        if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
+                return -errno;
+        if (ss.ss_family == AF_INET)
+                *ret = ntohs(((struct sockaddr_in *) &ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+                *ret = ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
+        else
+                return -EAFNOSUPPORT;
+        return 0;
+}
+
+/* ---- exchanges -------------------------------------------------------------- */
+
+static void exchange_watch_hup(HttpExchange *x, bool on);
+
+static void exchange_clear_headers(HttpExchange *x) {
+        for (size_t i = 0; i < x->n_headers; i++) {
+                free(x->headers[i].name);
+                free(x->headers[i].value);
+        }
+        x->n_headers = 0;
+}
+
+static HttpExchange *exchange_free(HttpExchange *x) {
+        if (!x)
+                return NULL;
+        if (x->server)
+                x->server->n_exchanges--;
+        sd_event_source_disable_unref(x->hup_source);
+        sd_event_source_disable_unref(x->drain_source);
+        if (x->response)
+                MHD_destroy_response(x->response);
+        exchange_clear_headers(x);
+        free(x->target);
+        free(x->path);
+        free(x->body);
+        free(x->buf);
+        return mfree(x);
+}
+
+static void exchange_notify_close(HttpExchange *x, bool ok) {
+        HttpExchangeCloseHandler cb = x->on_close;
+
+        if (x->closed)
+                return;
+        x->closed = true;
+        x->on_close = NULL;
+        x->on_drain = NULL;
+        if (cb)
+                cb(x, ok, x->userdata);
+}
+
+static void exchange_suspend(HttpExchange *x) {
+        if (x->suspended || x->client_gone)
+                return;
+        MHD_suspend_connection(x->conn);
+        x->suspended = true;
+        exchange_watch_hup(x, true);
+}
+
+static void exchange_resume(HttpExchange *x) {
+        if (!x->suspended)
+                return;
+        exchange_watch_hup(x, false);
+        x->suspended = false;
+        MHD_resume_connection(x->conn);
+        /* A resumed connection is only looked at by the next MHD_run(). */
+        (void) sd_event_source_set_enabled(x->server->kick, SD_EVENT_ONESHOT);
+}
+
+static int on_client_hup(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        HttpExchange *x = userdata;
+
+        /* The client closed its end while we held the exchange: tell the owner now,
+         * then let MHD tear the connection down. */
+        x->client_gone = true;
+        exchange_resume(x);
+        exchange_notify_close(x, false);
+        return 0;
+}
+
+static void exchange_watch_hup(HttpExchange *x, bool on) {
+        const union MHD_ConnectionInfo *ci;
+        int r;
+
+        if (!on) {
+                x->hup_source = sd_event_source_disable_unref(x->hup_source);
+                return;
+        }
+        if (x->hup_source)
+                return;
+        ci = MHD_get_connection_info(x->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci)
+                return;
+        r = sd_event_add_io(x->server->event, &x->hup_source, ci->connect_fd, EPOLLRDHUP, on_client_hup, x);
+        if (r < 0)
+                log_debug_errno(r, "Failed to watch client connection for hang-up, ignoring: %m");
+}
+
+static int on_drain_defer(sd_event_source *s, void *userdata) {
+        HttpExchange *x = userdata;
+
+        x->drain_source = sd_event_source_disable_unref(x->drain_source);
+        if (x->on_drain && !x->client_gone)
+                x->on_drain(x, x->userdata);
+        return 0;
+}
+
+static void exchange_schedule_drain(HttpExchange *x) {
+        int r;
+
+        x->want_drain = false;
+        if (x->drain_source)
+                return;
+        /* Never call back into the producer from inside MHD: defer to the loop. */
+        r = sd_event_add_defer(x->server->event, &x->drain_source, on_drain_defer, x);
+        if (r < 0)
+                log_debug_errno(r, "Failed to schedule drain notification: %m");
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
+        HttpExchange *x = cls;
+        size_t n, avail;
+
+        /* After an abort what was buffered still goes out; then the connection closes. */
+        if (x->client_gone || (x->stream_aborted && x->buf_len == x->buf_off))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+
+        avail = x->buf_len - x->buf_off;
+        if (avail == 0) {
+                if (x->stream_ended)
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                exchange_suspend(x);
+                return 0;
+        }
+
+        n = MIN(avail, max);
+        memcpy(out, x->buf + x->buf_off, n);
+        x->buf_off += n;
+        if (x->buf_off == x->buf_len) {
+                x->buf_off = x->buf_len = 0;
+                /* Give back large buffers once a burst is over. */
+                if (x->buf_alloc > 16U * 1024U) {
+                        x->buf = mfree(x->buf);
+                        x->buf_alloc = 0;
+                }
+        }
+        if (x->want_drain && x->buf_len - x->buf_off <= x->server->opts.stream_buffer_max / 4)
+                exchange_schedule_drain(x);
+        return (ssize_t) n;
+}
+
+static int exchange_build_response(HttpExchange *x, unsigned status, struct MHD_Response *resp) {
+        for (size_t i = 0; i < x->n_headers; i++)
+                if (MHD_add_response_header(resp, x->headers[i].name, x->headers[i].value) != MHD_YES) {
+                        MHD_destroy_response(resp);
+                        return -EINVAL;
+                }
+        exchange_clear_headers(x);
+        x->response = resp;
+        x->status = status;
+        exchange_resume(x);
+        return 0;
+}
+
+int http_exchange_add_header(HttpExchange *x, const char *name, const char *value) {
+        Header *h;
+
+        assert(x && name && value);
+        if (x->response || x->streaming)
+                return -EBUSY;
+        if (x->n_headers >= MAX_RESPONSE_HEADERS)
+                return -E2BIG;
+        /* Header injection: no CR/LF in names or values. */
+        if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
+                return -EINVAL;
+        h = &x->headers[x->n_headers];
+        h->name = strdup(name);
+        h->value = strdup(value);
+        if (!h->name || !h->value) {
+                free(h->name);
+                free(h->value);
+                return -ENOMEM;
+        }
+        x->n_headers++;
+        return 0;
+}
+
+int http_exchange_respond(HttpExchange *x, unsigned status, const char *content_type,
+                          const void *body, size_t len) {
+        struct MHD_Response *resp;
+        int r;
+
+        assert(x);
+        if (x->response || x->streaming || x->queued)
+                return -EBUSY;
+        if (x->client_gone)
+                return -EPIPE;
+        if (content_type) {
+                r = http_exchange_add_header(x, "Content-Type", content_type);
+                if (r < 0)
+                        return r;
+        }
+        resp = MHD_create_response_from_buffer(len, (void *) (body ?: ""), MHD_RESPMEM_MUST_COPY);
+        if (!resp)
+                return -ENOMEM;
+        return exchange_build_response(x, status, resp);
+}
+
+int http_exchange_respond_error(HttpExchange *x, unsigned status, const char *type,
+                                const char *code, const char *param, const char *fmt, ...) {
+        _cleanup_free_ char *msg = NULL, *body = NULL;
+        size_t len;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        r = openai_error_body(msg, type, param, code, &body, &len);
+        if (r < 0)
+                return r;
+        if (status == 401)
+                (void) http_exchange_add_header(x, "WWW-Authenticate", "Bearer");
+        return http_exchange_respond(x, status, "application/json", body, len);
+}
+
+int http_exchange_stream_start(HttpExchange *x, unsigned status, const char *content_type) {
+        return http_exchange_stream_start_sized(x, status, content_type, MHD_SIZE_UNKNOWN);
+}
+
+int http_exchange_stream_start_sized(HttpExchange *x, unsigned status, const char *content_type, uint64_t size) {
+        struct MHD_Response *resp;
+        int r;
+
+        assert(x);
+        if (x->response || x->streaming || x->queued)
+                return -EBUSY;
+        if (x->client_gone)
+                return -EPIPE;
+        if (content_type) {
+                r = http_exchange_add_header(x, "Content-Type", content_type);
+                if (r < 0)
+                        return r;
+        }
+        resp = MHD_create_response_from_callback(size, STREAM_BLOCK_SIZE, stream_reader, x, NULL);
+        if (!resp)
+                return -ENOMEM;
+        x->streaming = true;
+        return exchange_build_response(x, status, resp);
+}
+
+ssize_t http_exchange_stream_write(HttpExchange *x, const void *data, size_t len) {
+        size_t room, pending, n;
+
+        assert(x);
+        if (!x->streaming || x->stream_ended || x->stream_aborted)
+                return -EINVAL;
+        if (x->client_gone)
+                return -EPIPE;
+        if (len == 0)
+                return 0;
+
+        pending = x->buf_len - x->buf_off;
+        room = x->server->opts.stream_buffer_max > pending ? x->server->opts.stream_buffer_max - pending : 0;
+        n = MIN(len, room);
+        if (n < len)
+                x->want_drain = true;
+        if (n == 0)
+                return 0;
+
+        if (x->buf_len + n > x->buf_alloc) {
+                if (x->buf_off > 0) {
+                        memmove(x->buf, x->buf + x->buf_off, pending);
+                        x->buf_len = pending;
+                        x->buf_off = 0;
+                }
+                if (x->buf_len + n > x->buf_alloc) {
+                        size_t a = MAX(x->buf_alloc * 2, (size_t) 1024);
+                        char *p;
+
+                        while (a < x->buf_len + n)
+                                a *= 2;
+                        a = MIN(a, MAX(x->server->opts.stream_buffer_max, x->buf_len + n));
+                        p = realloc(x->buf, a);
+                        if (!p)
+                                return -ENOMEM;
+                        x->buf = p;
+                        x->buf_alloc = a;
+                }
+        }
+        memcpy(x->buf + x->buf_len, data, n);
+        x->buf_len += n;
+        exchange_resume(x);
+        return (ssize_t) n;
+}
+
+int http_exchange_stream_end(HttpExchange *x) {
+        assert(x);
+        if (!x->streaming)
+                return -EINVAL;
+        x->stream_ended = true;
+        exchange_resume(x);
+        return 0;
+}
+
+int http_exchange_stream_abort(HttpExchange *x) {
+        assert(x);
+        if (!x->streaming)
+                return -EINVAL;
+        x->stream_aborted = true;
+        exchange_resume(x);
+        return 0;
+}
+
+size_t http_exchange_stream_pending(HttpExchange *x) {
+        return x->buf_len - x->buf_off;
+}
+
+bool http_exchange_is_streaming(HttpExchange *x) {
+        return x->streaming;
+}
+
+bool http_exchange_is_answered(HttpExchange *x) {
+        return x->response || x->queued || x->streaming;
+}
+
+void http_exchange_set_userdata(HttpExchange *x, void *userdata,
+                                HttpExchangeCloseHandler on_close, HttpExchangeDrainHandler on_drain) {
+        assert(x);
+        x->userdata = userdata;
+        x->on_close = on_close;
+        x->on_drain = on_drain;
+}
+
+const char *http_exchange_method(HttpExchange *x) {
+        return x->method;
+}
+
+const char *http_exchange_path(HttpExchange *x) {
+        return x->path;
+}
+
+const char *http_exchange_target(HttpExchange *x) {
+        return x->target;
+}
+
+const char *http_exchange_header(HttpExchange *x, const char *name) {
+        return MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, name);
+}
+
+const void *http_exchange_body(HttpExchange *x, size_t *ret_len) {
+        if (ret_len)
+                *ret_len = x->body_len;
+        return x->body;
+}
+
+const struct sockaddr *http_exchange_peer(HttpExchange *x) {
+        const union MHD_ConnectionInfo *ci;
+
+        ci = MHD_get_connection_info(x->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        return ci ? ci->client_addr : NULL;
+}
+
+uint64_t http_exchange_start_usec(HttpExchange *x) {
+        return x->start_usec;
+}
+
+typedef struct HeaderIter {
+        HttpHeaderCallback cb;
+        void *userdata;
+        int r;
+} HeaderIter;
+
+static enum MHD_Result header_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        HeaderIter *it = cls;
+
+        it->r = it->cb(key, value ?: "", it->userdata);
+        return it->r < 0 ? MHD_NO : MHD_YES;
+}
+
+int http_exchange_foreach_header(HttpExchange *x, HttpHeaderCallback cb, void *userdata) {
+        HeaderIter it = { .cb = cb, .userdata = userdata };
+
+        (void) MHD_get_connection_values(x->conn, MHD_HEADER_KIND, header_iter, &it);
+        return MIN(it.r, 0);
+}
+
+/* ---- MHD callbacks -------------------------------------------------------------- */
+
+static void *on_uri_log(void *cls, const char *uri, struct MHD_Connection *c) {
+        HttpServer *s = cls;
+        HttpExchange *x;
+        const char *q;
+
+        /* First sight of a request: the raw target, before MHD unescapes it. */
+        x = new0(HttpExchange, 1);
+        if (!x)
+                return NULL;
+        *x = (HttpExchange) {
+                .server = s,
+                .conn = c,
+                .start_usec = now_usec(CLOCK_MONOTONIC),
+                .target = strdup(uri ?: "/"),
+        };
+        if (x->target) {
+                q = strchr(x->target, '?');
+                x->path = q ? strndup(x->target, (size_t) (q - x->target)) : strdup(x->target);
+        }
+        if (!x->target || !x->path)
+                return exchange_free(x);
+        s->n_exchanges++;
+        return x;
+}
+
+typedef struct HeaderSize {
+        size_t total;
+} HeaderSize;
+
+static enum MHD_Result header_size_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        HeaderSize *hs = cls;
+
+        hs->total += strlen(key) + strlen(value ?: "") + 4;
+        return MHD_YES;
+}
+
+static enum MHD_Result queue_simple_error(HttpExchange *x, unsigned status, const char *type,
+                                          const char *code, const char *message) {
+        (void) http_exchange_respond_error(x, status, type, code, NULL, "%s", message);
+        if (!x->response)
+                return MHD_NO;
+        x->queued = true;
+        return MHD_queue_response(x->conn, x->status, x->response);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_data_size,
+                                 void **con_cls) {
+        HttpServer *s = cls;
+        HttpExchange *x = *con_cls;
+        int r;
+
+        if (!x)
+                return MHD_NO; /* out of memory in on_uri_log */
+
+        if (!x->headers_seen) {
+                HeaderSize hs = {};
+                const char *cl;
+
+                x->headers_seen = true;
+                x->method = method;
+                x->conn = c;
+
+                hs.total = strlen(x->target) + strlen(method) + 16;
+                (void) MHD_get_connection_values(c, MHD_HEADER_KIND, header_size_iter, &hs);
+                if (hs.total > s->opts.max_header_size)
+                        return queue_simple_error(x, 431, "invalid_request_error", "headers_too_large",
+                                                  "The request headers are too large.");
+
+                /* Refuse an oversized body before reading any of it. */
+                cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+                if (cl) {
+                        uint64_t v;
+
+                        if (parse_uint64(cl, &v) >= 0 && v > s->opts.max_body_size)
+                                return queue_simple_error(x, 413, "invalid_request_error", "request_too_large",
+                                                          "The request body is too large.");
+                }
+                return MHD_YES;
+        }
+
+        if (*upload_data_size > 0) {
+                size_t n = *upload_data_size;
+
+                *upload_data_size = 0;
+                if (x->body_too_large)
+                        return MHD_YES;
+                if (x->body_len + n > s->opts.max_body_size) {
+                        x->body_too_large = true;
+                        x->body = mfree(x->body);
+                        x->body_len = x->body_alloc = 0;
+                        return MHD_YES;
+                }
+                if (x->body_len + n + 1 > x->body_alloc) {
+                        size_t a = MAX(x->body_alloc * 2, x->body_len + n + 1);
+                        char *p;
+
+                        a = MIN(a, s->opts.max_body_size + 1);
+                        p = realloc(x->body, a);
+                        if (!p)
+                                return MHD_NO;
+                        x->body = p;
+                        x->body_alloc = a;
+                }
+                memcpy(x->body + x->body_len, upload_data, n);
+                x->body_len += n;
+                x->body[x->body_len] = 0;
+                return MHD_YES;
+        }
+
+        if (x->client_gone)
+                return MHD_NO;
+
+        if (!x->dispatched) {
+                x->dispatched = true;
+                if (x->body_too_large)
+                        return queue_simple_error(x, 413, "invalid_request_error", "request_too_large",
+                                                  "The request body is too large.");
+                r = s->handler(x, s->userdata);
+                if (r < 0 && !x->response) {
+                        log_debug_errno(r, "Request handler failed: %m");
+                        return queue_simple_error(x, 500, "server_error", "internal_error",
+                                                  "The server failed to handle the request.");
+                }
+        }
+
+        if (x->response && !x->queued) {
+                enum MHD_Result m;
+
+                x->queued = true;
+                m = MHD_queue_response(c, x->status, x->response);
+                MHD_destroy_response(x->response); /* MHD holds its own reference */
+                x->response = NULL;
+                return m;
+        }
+
+        if (!x->queued)
+                exchange_suspend(x); /* answered later */
+        return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+        HttpExchange *x = *con_cls;
+
+        /* MHD closes and frees a finished connection only on its next run, and does not
+         * count that as a reason to be run soon: without a kick a client would wait for the
+         * idle timeout to see the connection close. */
+        (void) sd_event_source_set_enabled(((HttpServer *) cls)->kick, SD_EVENT_ONESHOT);
+        if (!x)
+                return;
+        *con_cls = NULL;
+        exchange_watch_hup(x, false);
+        exchange_notify_close(x, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && !x->stream_aborted);
+        exchange_free(x);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+        HttpServer *s = cls;
+        const union MHD_ConnectionInfo *ci;
+        int one = 1;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                s->n_connections++;
+                /* Stream chunks go out as they are written: no Nagle delay. */
+                ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+                if (ci)
+                        (void) setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        } else if (s->n_connections > 0)
+                s->n_connections--;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+        char buf[512];
+
+        if (log_get_max_level() < LOG_DEBUG)
+                return;
+        (void) vsnprintf(buf, sizeof buf, fmt, ap);
+        log_debug("microhttpd: %s", buf);
+}
+
+/* ---- the loop --------------------------------------------------------------- */
+
+static void server_arm_timer(HttpServer *s) {
+        MHD_UNSIGNED_LONG_LONG ms;
+        int r;
+
+        if (MHD_get_timeout(s->mhd, &ms) != MHD_YES) {
+                (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+                return;
+        }
+        /* MHD's timeout is relative to now, in milliseconds. */
+        r = sd_event_source_set_time_relative(s->timer, (uint64_t) ms * USEC_PER_MSEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_debug_errno(r, "Failed to arm HTTP server timer: %m");
+}
+
+static void server_run(HttpServer *s) {
+        (void) MHD_run(s->mhd);
+        server_arm_timer(s);
+}
+
+static int on_mhd_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+        server_run(userdata);
+        return 0;
+}
+
+static int on_mhd_timer(sd_event_source *es, uint64_t usec, void *userdata) {
+        server_run(userdata);
+        return 0;
+}
+
+static int on_mhd_kick(sd_event_source *es, void *userdata) {
+        server_run(userdata);
+        return 0;
+}
+
+int http_server_new(sd_event *event, int fd, const HttpServerOptions *opts,
+                    HttpHandler handler, void *userdata, HttpServer **ret) {
+        _cleanup_(http_server_freep) HttpServer *s = NULL;
+        const union MHD_DaemonInfo *di;
+        unsigned flags;
+        int r;
+
+        assert(event && fd >= 0 && handler && ret);
+
+        s = new0(HttpServer, 1);
+        if (!s) {
+                safe_close(fd);
+                return -ENOMEM;
+        }
+        *s = (HttpServer) {
+                .event = sd_event_ref(event),
+                .fd = fd,
+                .handler = handler,
+                .userdata = userdata,
+                .opts = opts ? *opts : (HttpServerOptions) {},
+        };
+        if (s->opts.max_connections == 0)
+                s->opts.max_connections = DEFAULT_MAX_CONNECTIONS;
+        if (s->opts.max_header_size == 0)
+                s->opts.max_header_size = DEFAULT_MAX_HEADER_SIZE;
+        if (s->opts.max_body_size == 0)
+                s->opts.max_body_size = DEFAULT_MAX_BODY_SIZE;
+        if (s->opts.stream_buffer_max == 0)
+                s->opts.stream_buffer_max = DEFAULT_STREAM_BUFFER_MAX;
+        if (s->opts.idle_timeout_sec == 0)
+                s->opts.idle_timeout_sec = DEFAULT_IDLE_TIMEOUT_SEC;
+
+        flags = MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+        if (s->opts.tls_cert_pem && s->opts.tls_key_pem)
+                flags |= MHD_USE_TLS;
+
+        /* The connection pool holds the request headers and the response's write buffer. */
+        size_t pool = MAX(s->opts.max_header_size + STREAM_BLOCK_SIZE + 4096, (size_t) 32 * 1024);
+
+        struct MHD_OptionItem options[] = {
+                { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t) on_mhd_log, s },
+                { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
+                { MHD_OPTION_CONNECTION_LIMIT, s->opts.max_connections, NULL },
+                { MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->opts.max_connections_per_ip, NULL },
+                { MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t) pool, NULL },
+                { MHD_OPTION_CONNECTION_TIMEOUT, s->opts.idle_timeout_sec, NULL },
+                { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t) on_uri_log, s },
+                { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_completed, s },
+                { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, s },
+                { MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL },
+                { MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 0, NULL },
+                { s->opts.tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *) s->opts.tls_cert_pem },
+                { s->opts.tls_key_pem ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *) s->opts.tls_key_pem },
+                { MHD_OPTION_END, 0, NULL },
+        };
+        /* Without TLS the two TLS slots are END and terminate the list early. */
+
+        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
+                                  MHD_OPTION_ARRAY, options, MHD_OPTION_END);
+        if (!s->mhd)
+                return -EIO;
+
+        di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!di)
+                return -EIO;
+        r = sd_event_add_io(event, &s->io, di->epoll_fd, EPOLLIN, on_mhd_io, s);
+        if (r < 0)
+                return r;
+        /* Accuracy 1 µs: sd-event's default (0 → 250 ms) would delay MHD's "run again now"
+         * (timeout 0, e.g. a keep-alive request already read) by up to 250 ms. */
+        r = sd_event_add_time_relative(event, &s->timer, CLOCK_MONOTONIC, 0, 1, on_mhd_timer, s);
+        if (r < 0)
+                return r;
+        r = sd_event_add_defer(event, &s->kick, on_mhd_kick, s);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(s->kick, SD_EVENT_OFF);
+        server_arm_timer(s);
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+HttpServer *http_server_free(HttpServer *s) {
+        if (!s)
+                return NULL;
+        s->io = sd_event_source_disable_unref(s->io);
+        s->timer = sd_event_source_disable_unref(s->timer);
+        s->kick = sd_event_source_disable_unref(s->kick);
+        if (s->mhd)
+                MHD_stop_daemon(s->mhd); /* closes the listening socket unless quiesced */
+        else
+                safe_close(s->fd);
+        if (s->quiesced)
+                safe_close(s->fd);
+        sd_event_unref(s->event);
+        return mfree(s);
+}
+
+int http_server_quiesce(HttpServer *s) {
+        if (s->quiesced)
+                return 0;
+        if (MHD_quiesce_daemon(s->mhd) < 0)
+                return -EIO;
+        s->quiesced = true;
+        return 0;
+}
+
+unsigned http_server_n_connections(HttpServer *s) {
+        return s->n_connections;
+}
+
+unsigned http_server_n_exchanges(HttpServer *s) {
+        return s->n_exchanges;
+}
+
+const char *http_status_reason(unsigned status) {
+        const char *r = MHD_get_reason_phrase_for(status);
+        return isempty(r) ? "Unknown" : r;
+}
