@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * clubd — the club agent: puts this machine's local inference servers on the
+ * club network. See clubd(8).
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "clubd-config.h"
+#include "http-server.h"
+#include "log.h"
+#include "proxy.h"
+
+#define SHUTDOWN_GRACE_USEC (10 * USEC_PER_SEC)
+#define STATUS_INTERVAL_USEC (10 * USEC_PER_SEC)
+
+static const char *arg_config = CLUBD_CONFIG_PATH;
+static int arg_log_level = -1;
+static bool arg_check_config = false;
+
+typedef struct Daemon {
+        sd_event *event;
+        Proxy *proxy;
+        ClubdConfig *config;
+        sd_event_source *shutdown_timer;
+        uint64_t shutdown_deadline;
+        bool stopping;
+} Daemon;
+
+static void help(void) {
+        printf("Usage: clubd [OPTIONS]\n\n"
+               "The club agent: serves this machine's local inference servers to the club network.\n\n"
+               "  -c, --config=PATH      configuration file (default: %s, plus PATH.d/*.conf)\n"
+               "      --log-level=LEVEL  debug, info, notice, warning, err (default: info,\n"
+               "                         or LogLevel= in the config, or $CLUB_LOG_LEVEL)\n"
+               "      --check-config     parse the configuration, report problems, and exit\n"
+               "  -h, --help             show this help\n"
+               "      --version          show the version\n",
+               CLUBD_CONFIG_PATH);
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_LOG_LEVEL = 0x100, ARG_VERSION, ARG_CHECK_CONFIG };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {}
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0)
+                switch (c) {
+                case 'c':
+                        arg_config = optarg;
+                        break;
+                case ARG_LOG_LEVEL:
+                        arg_log_level = log_level_from_string(optarg);
+                        if (arg_log_level < 0)
+                                return log_error_errno(-EINVAL, "Unknown log level '%s'; use debug, info, notice, warning or err.", optarg);
+                        break;
+                case ARG_CHECK_CONFIG:
+                        arg_check_config = true;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("clubd %s\n", PACKAGE_VERSION);
+                        return 0;
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc)
+                return log_error_errno(-EINVAL, "Unexpected argument '%s'. See clubd --help.", argv[optind]);
+        return 1;
+}
+
+static void apply_log_level(const ClubdConfig *cfg) {
+        if (arg_log_level >= 0)
+                log_set_max_level(arg_log_level);
+        else if (getenv("CLUB_LOG_LEVEL"))
+                (void) log_parse_environment();
+        else if (cfg && cfg->log_level >= 0)
+                log_set_max_level(cfg->log_level);
+}
+
+static void notify_status(Daemon *d) {
+        _cleanup_free_ char *line = NULL;
+
+        if (d->stopping || proxy_status_line(d->proxy, &line) < 0)
+                return;
+        (void) sd_notifyf(false, "STATUS=%s", line);
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
+
+        notify_status(d);
+        (void) sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
+        return 0;
+}
+
+static int on_shutdown_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
+        unsigned n = proxy_in_flight(d->proxy);
+
+        if (n == 0 || now_usec(CLOCK_MONOTONIC) >= d->shutdown_deadline) {
+                if (n > 0)
+                        log_warning("Stopping with %u request(s) still in flight.", n);
+                return sd_event_exit(d->event, 0);
+        }
+        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Daemon *d = userdata;
+        int r;
+
+        if (d->stopping)
+                return sd_event_exit(d->event, 0);  /* second signal: now */
+        d->stopping = true;
+        log_info("Stopping: no new connections; waiting up to %" PRIu64 " s for %u request(s) in flight.",
+                 SHUTDOWN_GRACE_USEC / USEC_PER_SEC, proxy_in_flight(d->proxy));
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: finishing requests in flight.");
+        proxy_stop_accepting(d->proxy);
+        d->shutdown_deadline = now_usec(CLOCK_MONOTONIC) + SHUTDOWN_GRACE_USEC;
+        r = sd_event_add_time_relative(d->event, &d->shutdown_timer, CLOCK_MONOTONIC, 0, 0, on_shutdown_timer, d);
+        if (r < 0)
+                return sd_event_exit(d->event, 0);
+        return 0;
+}
+
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Daemon *d = userdata;
+        ClubdConfig *cfg = NULL;
+        char a[64], b[64];
+        int r;
+
+        (void) sd_notify(false, "RELOADING=1\nSTATUS=Reloading the configuration.");
+        r = clubd_config_load(arg_config, &cfg);
+        if (r < 0) {
+                log_error_errno(r, "Failed to reload %s, keeping the running configuration: %m", arg_config);
+                (void) sd_notify(false, "READY=1");
+                notify_status(d);
+                return 0;
+        }
+        if (strcmp(format_sockaddr((struct sockaddr *) &cfg->listen.ss, a, sizeof a),
+                   format_sockaddr((struct sockaddr *) &d->config->listen.ss, b, sizeof b)) != 0)
+                log_warning("Listen= changed from %s to %s; that takes a restart (systemctl restart clubd).", b, a);
+        r = proxy_reload(d->proxy, cfg);
+        if (r < 0) {
+                log_error_errno(r, "Failed to apply the new configuration, keeping the running one: %m");
+                clubd_config_free(cfg);
+        } else {
+                apply_log_level(cfg);
+                clubd_config_free(d->config);
+                d->config = cfg;
+                log_info("Configuration reloaded: %zu upstream(s).", cfg->n_upstreams);
+        }
+        (void) sd_notify(false, "READY=1");
+        notify_status(d);
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        _cleanup_(clubd_config_freep) ClubdConfig *cfg = NULL;
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        _cleanup_(sd_event_source_unrefp) sd_event_source *status_timer = NULL;
+        Daemon d = {};
+        sigset_t mask;
+        char addr[64];
+        int fd, r;
+
+        (void) log_parse_environment();
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+        r = clubd_config_load(arg_config, &cfg);
+        if (r < 0) {
+                log_error_errno(r, "Cannot start: the configuration in %s is not usable: %m", arg_config);
+                return EXIT_FAILURE;
+        }
+        apply_log_level(cfg);
+        if (arg_check_config) {
+                printf("%s: OK, %zu upstream(s).\n", arg_config, cfg->n_upstreams);
+                return EXIT_SUCCESS;
+        }
+        if (cfg->n_upstreams == 0)
+                log_warning("%s has no [Upstream] section: requests will be answered with 503 until one is added.", arg_config);
+
+        (void) signal(SIGPIPE, SIG_IGN);
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(-errno, "Failed to block signals: %m"), EXIT_FAILURE;
+
+        r = sd_event_default(&event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the event loop: %m"), EXIT_FAILURE;
+        d.event = event;
+        (void) sd_event_set_watchdog(event, true);
+        (void) sd_event_add_signal(event, NULL, SIGTERM, on_terminate, &d);
+        (void) sd_event_add_signal(event, NULL, SIGINT, on_terminate, &d);
+        (void) sd_event_add_signal(event, NULL, SIGHUP, on_reload, &d);
+
+        format_sockaddr((struct sockaddr *) &cfg->listen.ss, addr, sizeof addr);
+        r = http_listen(addr, &fd);
+        if (r < 0) {
+                log_error_errno(r, "Failed to listen on %s (Listen= in [Proxy]): %m", addr);
+                return EXIT_FAILURE;
+        }
+        r = proxy_new(event, cfg, fd, &d.proxy);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the proxy: %m"), EXIT_FAILURE;
+        d.config = TAKE_PTR(cfg);
+
+        r = sd_event_add_time_relative(event, &status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC, 0, on_status_timer, &d);
+        if (r >= 0)
+                (void) sd_event_source_set_enabled(status_timer, SD_EVENT_ON);
+
+        log_info("clubd %s listening on %s with %zu upstream(s).", PACKAGE_VERSION, addr, proxy_n_upstreams(d.proxy));
+        (void) sd_notifyf(false, "READY=1\nSTATUS=Listening on %s with %zu upstream(s).", addr, proxy_n_upstreams(d.proxy));
+
+        r = sd_event_loop(event);
+
+        d.shutdown_timer = sd_event_source_disable_unref(d.shutdown_timer);
+        d.proxy = proxy_free(d.proxy);
+        clubd_config_free(d.config);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m"), EXIT_FAILURE;
+        log_info("Stopped.");
+        return EXIT_SUCCESS;
+}

@@ -1,0 +1,959 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "config.h"
+#include "clubd-config.h"
+#include "cleanup.h"
+#include "http-client.h"
+#include "http-server.h"
+#include "json-util.h"
+#include "log.h"
+#include "proxy.h"
+#include "upstream.h"
+
+#define HEALTH_FRESH_USEC (5 * USEC_PER_SEC)
+#define PROBE_TIMEOUT_USEC (5 * USEC_PER_SEC)
+#define CONNECTION_TOKENS_MAX 16U
+
+typedef enum ProxyRequestKind {
+        PR_HEALTHZ,
+        PR_MODELS,
+        PR_MODEL_GET,
+        PR_FORWARD,
+} ProxyRequestKind;
+
+typedef struct ProxyRequest ProxyRequest;
+
+struct Proxy {
+        sd_event *event;
+        HttpServer *server;
+        HttpClient *client;
+
+        uint64_t connect_timeout_usec;
+        uint64_t first_byte_timeout_usec;
+        uint64_t idle_timeout_usec;
+        uint64_t model_refresh_usec;
+
+        Upstream **upstreams;
+        size_t n_upstreams;
+        sd_event_source *refresh_timer;
+        unsigned n_refreshing;
+        uint64_t refreshed_usec;       /* CLOCK_MONOTONIC when the last round ended */
+        ProxyRequest *waiting;         /* requests waiting for the running round */
+
+        unsigned in_flight;
+        uint64_t n_requests;
+        RateLimit log_limit;
+};
+
+struct ProxyRequest {
+        Proxy *proxy;
+        ProxyRequestKind kind;
+        HttpExchange *x;               /* NULL once the client side ended */
+        char id[33];
+        char *path;                    /* normalised request path with query */
+        char *model;
+        bool refreshed;                /* already waited for one refresh round */
+
+        Upstream *upstream;
+        HttpRequest *req;
+        sd_event_source *first_byte_timer;
+        bool started;                  /* response headers went to the client */
+        bool counted;                  /* counts towards in_flight */
+
+        ProxyRequest *wait_next, *wait_prev;
+};
+
+static void proxy_refresh_all(Proxy *p);
+static void proxy_request_continue(ProxyRequest *pr);
+
+/* ---- small helpers --------------------------------------------------------------- */
+
+static void request_id_new(char ret[static 33]) {
+        uint8_t b[16];
+
+        if (getrandom(b, sizeof b, GRND_NONBLOCK) != sizeof b) {
+                uint64_t t = now_usec(CLOCK_MONOTONIC) ^ ((uint64_t) getpid() << 32);
+                memcpy(b, &t, sizeof t);
+                memcpy(b + 8, &t, sizeof t);
+        }
+        for (size_t i = 0; i < sizeof b; i++)
+                sprintf(ret + 2 * i, "%02x", b[i]);
+}
+
+/* Collapse "//" and drop a trailing "/": "/v1//chat/completions/" → "/v1/chat/completions". */
+static char *path_normalize(const char *target) {
+        const char *q = strchr(target, '?');
+        size_t plen = q ? (size_t) (q - target) : strlen(target);
+        char *out = malloc(strlen(target) + 2), *o = out;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < plen; i++) {
+                if (target[i] == '/' && o > out && o[-1] == '/')
+                        continue;
+                *o++ = target[i];
+        }
+        if (o == out)
+                *o++ = '/';
+        while (o - out > 1 && o[-1] == '/')
+                o--;
+        if (q) {
+                strcpy(o, q);
+                o += strlen(q);
+        }
+        *o = 0;
+        return out;
+}
+
+static bool path_is(const char *path, const char *want) {
+        size_t l = strlen(want);
+        return strncmp(path, want, l) == 0 && (path[l] == 0 || path[l] == '?');
+}
+
+static int respond_error(HttpExchange *x, const char *id, unsigned status, const char *type, const char *code,
+                         const char *param, const char *fmt, ...) _printf_(7, 8);
+
+static int respond_error(HttpExchange *x, const char *id, unsigned status, const char *type, const char *code,
+                         const char *param, const char *fmt, ...) {
+        _cleanup_free_ char *msg = NULL;
+        va_list ap;
+        int r;
+
+        if (!x)
+                return 0;
+        va_start(ap, fmt);
+        r = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        if (id)
+                (void) http_exchange_add_header(x, "x-request-id", id);
+        if (status == 503 || status == 429)
+                (void) http_exchange_add_header(x, "Retry-After", "5");
+        return http_exchange_respond_error(x, status, type, code, param, "%s", msg);
+}
+
+static int respond_json(HttpExchange *x, const char *id, unsigned status, json_object *o) {
+        _cleanup_free_ char *s = NULL;
+        size_t len;
+        int r;
+
+        r = jobj_to_string(o, &s, &len);
+        if (r < 0)
+                return r;
+        if (id)
+                (void) http_exchange_add_header(x, "x-request-id", id);
+        (void) http_exchange_add_header(x, "Cache-Control", "no-store");
+        return http_exchange_respond(x, status, "application/json", s, len);
+}
+
+/* ---- request lifetime -------------------------------------------------------------- */
+
+static void proxy_request_unwait(ProxyRequest *pr) {
+        Proxy *p = pr->proxy;
+
+        if (!pr->wait_prev && p->waiting != pr)
+                return;
+        if (pr->wait_prev)
+                pr->wait_prev->wait_next = pr->wait_next;
+        else
+                p->waiting = pr->wait_next;
+        if (pr->wait_next)
+                pr->wait_next->wait_prev = pr->wait_prev;
+        pr->wait_next = pr->wait_prev = NULL;
+}
+
+static void proxy_request_end_upstream(ProxyRequest *pr) {
+        pr->first_byte_timer = sd_event_source_disable_unref(pr->first_byte_timer);
+        pr->req = http_request_free(pr->req);
+        if (pr->counted) {
+                pr->counted = false;
+                pr->proxy->in_flight--;
+                if (pr->upstream)
+                        pr->upstream->in_flight--;
+        }
+}
+
+static ProxyRequest *proxy_request_free(ProxyRequest *pr) {
+        if (!pr)
+                return NULL;
+        proxy_request_unwait(pr);
+        proxy_request_end_upstream(pr);
+        upstream_unref(pr->upstream);
+        if (pr->x)
+                http_exchange_set_userdata(pr->x, NULL, NULL, NULL);
+        free(pr->path);
+        free(pr->model);
+        return mfree(pr);
+}
+
+static void on_exchange_close(HttpExchange *x, bool ok, void *userdata) {
+        ProxyRequest *pr = userdata;
+
+        pr->x = NULL;
+        if (pr->req)
+                log_debug("Request %s: the client went away, cancelling the upstream request.", pr->id);
+        proxy_request_free(pr);
+}
+
+static void on_exchange_drain(HttpExchange *x, void *userdata) {
+        ProxyRequest *pr = userdata;
+        int r;
+
+        if (!pr->req)
+                return;
+        r = http_request_resume(pr->req);
+        if (r < 0)
+                log_debug_errno(r, "Request %s: failed to resume the upstream transfer: %m", pr->id);
+}
+
+/* ---- upstream refresh rounds -------------------------------------------------------- */
+
+static void proxy_round_done(Proxy *p) {
+        p->refreshed_usec = now_usec(CLOCK_MONOTONIC);
+        /* The round is over: everything that waited for it goes on. */
+        while (p->waiting) {
+                ProxyRequest *pr = p->waiting;
+
+                proxy_request_unwait(pr);
+                proxy_request_continue(pr);
+        }
+}
+
+static void on_upstream_refreshed(Upstream *u, void *userdata) {
+        Proxy *p = userdata;
+
+        if (!u->reachable || u->error)
+                log_ratelimit_warning(&p->log_limit, "Upstream %s (%s): %s", u->name, u->url,
+                                      u->error ?: "not reachable");
+        else
+                log_debug("Upstream %s serves %zu model(s).", u->name, u->n_models);
+
+        if (p->n_refreshing > 0 && --p->n_refreshing > 0)
+                return;
+        proxy_round_done(p);
+}
+
+static void proxy_refresh_all(Proxy *p) {
+        if (p->n_refreshing > 0)
+                return;
+        for (size_t i = 0; i < p->n_upstreams; i++) {
+                Upstream *u = p->upstreams[i];
+                int r;
+
+                if (upstream_refreshing(u))
+                        continue;
+                r = upstream_refresh(u);
+                if (r > 0)
+                        p->n_refreshing++;
+                else
+                        log_warning_errno(r, "Failed to query upstream %s: %m", u->name);
+        }
+        if (p->n_refreshing == 0)
+                proxy_round_done(p);
+}
+
+static void proxy_wait_refresh(Proxy *p, ProxyRequest *pr) {
+        pr->refreshed = true;
+        pr->wait_prev = NULL;
+        pr->wait_next = p->waiting;
+        if (p->waiting)
+                p->waiting->wait_prev = pr;
+        p->waiting = pr;
+        proxy_refresh_all(p);
+}
+
+static int on_refresh_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Proxy *p = userdata;
+        int r;
+
+        proxy_refresh_all(p);
+        r = sd_event_source_set_time_relative(s, p->model_refresh_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to re-arm the model refresh timer: %m");
+        return 0;
+}
+
+/* ---- /healthz and /v1/models ------------------------------------------------------------- */
+
+static json_object *strv_to_json(char **l, size_t n) {
+        json_object *a = json_object_new_array();
+
+        for (size_t i = 0; a && i < n; i++)
+                if (json_object_array_add(a, json_object_new_string(l[i])) < 0) {
+                        json_object_put(a);
+                        return NULL;
+                }
+        return a;
+}
+
+static int respond_healthz(ProxyRequest *pr) {
+        Proxy *p = pr->proxy;
+        _cleanup_(json_object_putp) json_object *root = json_object_new_object(), *arr = json_object_new_array();
+        size_t n_ok = 0;
+        int r;
+
+        if (!root || !arr)
+                return -ENOMEM;
+        for (size_t i = 0; i < p->n_upstreams; i++) {
+                Upstream *u = p->upstreams[i];
+                json_object *o = json_object_new_object();
+
+                if (!o)
+                        return -ENOMEM;
+                if (json_object_array_add(arr, o) < 0) {
+                        json_object_put(o);
+                        return -ENOMEM;
+                }
+                n_ok += u->reachable;
+                if (jobj_add_string(o, "name", u->name) < 0 ||
+                    jobj_add_string(o, "url", u->url) < 0 ||
+                    jobj_add_string(o, "kind", upstream_kind_to_string(u->kind)) < 0 ||
+                    jobj_add_bool(o, "reachable", u->reachable) < 0 ||
+                    jobj_add_string(o, "error", u->error) < 0 ||
+                    jobj_add_int64(o, "checked_at", (int64_t) (u->checked_usec / USEC_PER_SEC)) < 0 ||
+                    jobj_add_int64(o, "in_flight", u->in_flight) < 0 ||
+                    jobj_add(o, "models", strv_to_json(u->models, u->n_models)) < 0)
+                        return -ENOMEM;
+        }
+        if (jobj_add_string(root, "status", n_ok == p->n_upstreams ? "ok" : n_ok > 0 ? "degraded" : "down") < 0 ||
+            jobj_add_string(root, "version", PACKAGE_VERSION) < 0 ||
+            jobj_add_int64(root, "in_flight", p->in_flight) < 0 ||
+            jobj_add(root, "upstreams", TAKE_PTR(arr)) < 0)
+                return -ENOMEM;
+        r = respond_json(pr->x, pr->id, n_ok > 0 ? 200 : 503, root);
+        return r;
+}
+
+/* The union of the upstreams' lists; the first upstream to list a model describes it. */
+static json_object *models_merged(Proxy *p) {
+        _cleanup_(json_object_putp) json_object *data = json_object_new_array(), *seen = json_object_new_object();
+
+        if (!data || !seen)
+                return NULL;
+        for (size_t i = 0; i < p->n_upstreams; i++) {
+                Upstream *u = p->upstreams[i];
+
+                for (size_t j = 0; j < u->n_models; j++) {
+                        json_object *o = NULL;
+
+                        if (json_object_object_get_ex(seen, u->models[j], NULL))
+                                continue;
+                        if (json_object_object_add(seen, u->models[j], NULL) < 0)
+                                return NULL;
+                        if (u->model_objects && j < json_object_array_length(u->model_objects))
+                                o = json_object_get(json_object_array_get_idx(u->model_objects, j));
+                        if (!o) {
+                                o = json_object_new_object();
+                                if (!o || jobj_add_string(o, "id", u->models[j]) < 0 ||
+                                    jobj_add_string(o, "object", "model") < 0 ||
+                                    jobj_add_int64(o, "created", 0) < 0 ||
+                                    jobj_add_string(o, "owned_by", u->name) < 0) {
+                                        json_object_put(o);
+                                        return NULL;
+                                }
+                        }
+                        if (json_object_array_add(data, o) < 0) {
+                                json_object_put(o);
+                                return NULL;
+                        }
+                }
+        }
+        return TAKE_PTR(data);
+}
+
+static int respond_models(ProxyRequest *pr) {
+        _cleanup_(json_object_putp) json_object *root = json_object_new_object();
+        json_object *data;
+        bool any = false;
+
+        for (size_t i = 0; i < pr->proxy->n_upstreams; i++)
+                any = any || pr->proxy->upstreams[i]->reachable;
+        if (!any)
+                return respond_error(pr->x, pr->id, 502, "server_error", "upstream_unreachable", NULL,
+                                     "No local inference server is reachable.");
+        data = models_merged(pr->proxy);
+        if (!root || !data || jobj_add_string(root, "object", "list") < 0 || jobj_add(root, "data", data) < 0)
+                return -ENOMEM;
+        return respond_json(pr->x, pr->id, 200, root);
+}
+
+static int respond_model_get(ProxyRequest *pr) {
+        _cleanup_(json_object_putp) json_object *data = models_merged(pr->proxy);
+
+        if (!data)
+                return -ENOMEM;
+        for (size_t i = 0; i < json_object_array_length(data); i++) {
+                json_object *o = json_object_array_get_idx(data, i);
+                const char *id;
+
+                if (jobj_get_string(o, "id", &id) >= 0 && streq(id, pr->model))
+                        return respond_json(pr->x, pr->id, 200, o);
+        }
+        return respond_error(pr->x, pr->id, 404, "invalid_request_error", "model_not_found", "model",
+                             "The model '%s' does not exist or is not served here.", pr->model);
+}
+
+/* ---- forwarding -------------------------------------------------------------------- */
+
+static bool header_in_list(const char *name, const char *const *list, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (strcasecmp(name, list[i]) == 0)
+                        return true;
+        return false;
+}
+
+static const char *const hop_by_hop[] = {
+        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+        "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+};
+
+/* Request headers that never go upstream: framing is ours, credentials are the client's. */
+static const char *const request_drop[] = {
+        "Host", "Content-Length", "Authorization", "Cookie", "Expect", "Accept-Encoding",
+        "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-IP",
+};
+
+static const char *const response_drop[] = {
+        "Content-Length", "Date", "Server", "Set-Cookie",
+};
+
+typedef struct HeaderCopy {
+        char tokens[CONNECTION_TOKENS_MAX][64];  /* names listed in Connection: are hop-by-hop too */
+        size_t n_tokens;
+        void *target;
+        int error;
+} HeaderCopy;
+
+static void connection_tokens(HeaderCopy *hc, const char *connection) {
+        const char *p = connection;
+
+        while (p && *p && hc->n_tokens < CONNECTION_TOKENS_MAX) {
+                size_t l;
+
+                p += strspn(p, " \t,");
+                l = strcspn(p, " \t,");
+                if (l > 0 && l < sizeof hc->tokens[0]) {
+                        memcpy(hc->tokens[hc->n_tokens], p, l);
+                        hc->tokens[hc->n_tokens++][l] = 0;
+                }
+                p += l;
+        }
+}
+
+static bool header_is_connection_token(HeaderCopy *hc, const char *name) {
+        for (size_t i = 0; i < hc->n_tokens; i++)
+                if (strcasecmp(name, hc->tokens[i]) == 0)
+                        return true;
+        return false;
+}
+
+static int copy_request_header(const char *name, const char *value, void *userdata) {
+        HeaderCopy *hc = userdata;
+
+        if (header_in_list(name, hop_by_hop, ELEMENTSOF(hop_by_hop)) ||
+            header_in_list(name, request_drop, ELEMENTSOF(request_drop)) ||
+            header_is_connection_token(hc, name) ||
+            startswith_no_case(name, "X-Club-"))
+                return 0;
+        /* A header we cannot pass on faithfully is dropped, not mangled. */
+        if (http_request_add_header(hc->target, name, value) == -ENOMEM)
+                return -ENOMEM;
+        return 0;
+}
+
+static int copy_response_header(const char *name, const char *value, void *userdata) {
+        HeaderCopy *hc = userdata;
+        int r;
+
+        if (header_in_list(name, hop_by_hop, ELEMENTSOF(hop_by_hop)) ||
+            header_in_list(name, response_drop, ELEMENTSOF(response_drop)) ||
+            header_is_connection_token(hc, name) ||
+            strcasecmp(name, "x-request-id") == 0)
+                return 0;
+        r = http_exchange_add_header(hc->target, name, value);
+        if (r == -ENOMEM)
+                return r;
+        return 0;
+}
+
+static int on_upstream_response(HttpRequest *req, unsigned status, void *userdata) {
+        ProxyRequest *pr = userdata;
+        HeaderCopy hc = { .target = pr->x };
+        const char *cl;
+        uint64_t size = UINT64_MAX;
+        int r;
+
+        pr->first_byte_timer = sd_event_source_disable_unref(pr->first_byte_timer);
+        if (!pr->x)
+                return -ECANCELED;
+
+        connection_tokens(&hc, http_request_response_header(req, "Connection"));
+        r = http_request_foreach_response_header(req, copy_response_header, &hc);
+        if (r < 0)
+                return r;
+        (void) http_exchange_add_header(pr->x, "x-request-id", pr->id);
+        /* Tell buffering proxies in front of us (nginx) to pass the stream through. */
+        (void) http_exchange_add_header(pr->x, "X-Accel-Buffering", "no");
+
+        cl = http_request_response_header(req, "Content-Length");
+        if (cl && parse_uint64(cl, &size) < 0)
+                size = UINT64_MAX;
+        r = size != UINT64_MAX
+                ? http_exchange_stream_start_sized(pr->x, status, NULL, size)
+                : http_exchange_stream_start(pr->x, status, NULL);
+        if (r < 0)
+                return r;
+        pr->started = true;
+        log_debug("Request %s: upstream %s answered %u.", pr->id, pr->upstream->name, status);
+        return 0;
+}
+
+static ssize_t on_upstream_data(HttpRequest *req, const void *data, size_t len, void *userdata) {
+        ProxyRequest *pr = userdata;
+
+        if (!pr->x)
+                return -ECANCELED;
+        /* Whatever the client's buffer cannot take now pauses the upstream. */
+        return http_exchange_stream_write(pr->x, data, len);
+}
+
+static void on_upstream_done(HttpRequest *req, int error, void *userdata) {
+        ProxyRequest *pr = userdata;
+        Proxy *p = pr->proxy;
+        const char *name = pr->upstream->name;
+
+        if (pr->started) {
+                if (error == 0)
+                        (void) http_exchange_stream_end(pr->x);
+                else {
+                        /* No terminating chunk: the client must see a truncated response. */
+                        log_ratelimit_warning(&p->log_limit, "Request %s: upstream %s failed mid-response: %s",
+                                              pr->id, name, strerror(-error));
+                        (void) http_exchange_stream_abort(pr->x);
+                }
+        } else if (error == -ECONNREFUSED) {
+                log_ratelimit_warning(&p->log_limit, "Request %s: cannot connect to upstream %s (%s).",
+                                      pr->id, name, pr->upstream->url);
+                (void) respond_error(pr->x, pr->id, 502, "server_error", "upstream_unreachable", NULL,
+                                     "The local inference server '%s' is not reachable.", name);
+        } else if (error == -ETIMEDOUT) {
+                log_ratelimit_warning(&p->log_limit, "Request %s: upstream %s did not answer in time.", pr->id, name);
+                (void) respond_error(pr->x, pr->id, 504, "server_error", "upstream_timeout", NULL,
+                                     "The local inference server '%s' did not answer in time.", name);
+        } else {
+                log_ratelimit_warning(&p->log_limit, "Request %s: upstream %s failed: %s", pr->id, name, strerror(-error));
+                (void) respond_error(pr->x, pr->id, 502, "server_error", "upstream_error", NULL,
+                                     "The local inference server '%s' failed to answer.", name);
+        }
+        proxy_request_end_upstream(pr);
+}
+
+static int on_first_byte_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        ProxyRequest *pr = userdata;
+
+        log_ratelimit_warning(&pr->proxy->log_limit, "Request %s: no answer from upstream %s within %" PRIu64 " s.",
+                              pr->id, pr->upstream->name, pr->proxy->first_byte_timeout_usec / USEC_PER_SEC);
+        proxy_request_end_upstream(pr);
+        (void) respond_error(pr->x, pr->id, 504, "server_error", "upstream_timeout", NULL,
+                             "The local inference server '%s' did not answer in time.", pr->upstream->name);
+        return 0;
+}
+
+static int proxy_forward(ProxyRequest *pr, Upstream *u) {
+        static const HttpRequestCallbacks cb = {
+                .on_response = on_upstream_response,
+                .on_data = on_upstream_data,
+                .on_done = on_upstream_done,
+        };
+        Proxy *p = pr->proxy;
+        _cleanup_(http_request_freep) HttpRequest *req = NULL;
+        _cleanup_free_ char *url = NULL;
+        HeaderCopy hc = {};
+        const void *body;
+        size_t len;
+        int r;
+
+        upstream_unref(pr->upstream);
+        pr->upstream = upstream_ref(u);
+
+        r = upstream_url_join(u->url, pr->path, &url);
+        if (r < 0)
+                return r;
+        r = http_request_new(p->client, http_exchange_method(pr->x), url, &req);
+        if (r < 0)
+                return r;
+        hc.target = req;
+        connection_tokens(&hc, http_exchange_header(pr->x, "Connection"));
+        r = http_exchange_foreach_header(pr->x, copy_request_header, &hc);
+        if (r < 0)
+                return r;
+        r = upstream_add_auth(u, req);
+        if (r < 0)
+                return r;
+        r = http_request_add_header(req, "x-request-id", pr->id);
+        if (r < 0)
+                return r;
+        body = http_exchange_body(pr->x, &len);
+        if (body || streq(http_exchange_method(pr->x), "POST")) {
+                r = http_request_set_body(req, body, len);
+                if (r < 0)
+                        return r;
+        }
+        http_request_set_timeouts(req, p->connect_timeout_usec, p->idle_timeout_usec);
+
+        r = sd_event_add_time_relative(p->event, &pr->first_byte_timer, CLOCK_MONOTONIC,
+                                       p->first_byte_timeout_usec, 10 * USEC_PER_MSEC, on_first_byte_timeout, pr);
+        if (r < 0)
+                return r;
+        r = http_request_start(req, &cb, pr);
+        if (r < 0) {
+                pr->first_byte_timer = sd_event_source_disable_unref(pr->first_byte_timer);
+                return r;
+        }
+        pr->req = TAKE_PTR(req);
+        pr->counted = true;
+        p->in_flight++;
+        u->in_flight++;
+        log_debug("Request %s: %s %s → upstream %s%s%s.", pr->id, http_exchange_method(pr->x), pr->path,
+                  u->name, pr->model ? " for model " : "", strempty(pr->model));
+        return 0;
+}
+
+/* Least loaded of the upstreams that list the model; NULL if none does. */
+static Upstream *proxy_pick_upstream(Proxy *p, const char *model) {
+        Upstream *best = NULL;
+
+        for (size_t i = 0; i < p->n_upstreams; i++) {
+                Upstream *u = p->upstreams[i];
+
+                if (!upstream_serves(u, model))
+                        continue;
+                if (!best || (u->reachable && !best->reachable) ||
+                    (u->reachable == best->reachable && u->in_flight < best->in_flight))
+                        best = u;
+        }
+        return best;
+}
+
+static void proxy_request_continue(ProxyRequest *pr) {
+        Proxy *p = pr->proxy;
+        Upstream *u = NULL;
+        int r = 0;
+
+        if (!pr->x)
+                return;
+
+        switch (pr->kind) {
+        case PR_HEALTHZ:
+                r = respond_healthz(pr);
+                break;
+        case PR_MODELS:
+                r = respond_models(pr);
+                break;
+        case PR_MODEL_GET:
+                r = respond_model_get(pr);
+                break;
+        case PR_FORWARD:
+                if (p->n_upstreams == 1)
+                        u = p->upstreams[0];
+                else if (pr->model)
+                        u = proxy_pick_upstream(p, pr->model);
+                else
+                        u = p->upstreams[0];
+
+                if (!u && !pr->refreshed) {
+                        /* Perhaps a model was just loaded: ask the upstreams again, once. */
+                        proxy_wait_refresh(p, pr);
+                        return;
+                }
+                if (!u) {
+                        r = respond_error(pr->x, pr->id, 404, "invalid_request_error", "model_not_found", "model",
+                                          "The model '%s' does not exist or is not served here.", pr->model);
+                        break;
+                }
+                r = proxy_forward(pr, u);
+                if (r < 0) {
+                        log_ratelimit_warning(&p->log_limit, "Request %s: failed to start the upstream request: %s",
+                                              pr->id, strerror(-r));
+                        r = respond_error(pr->x, pr->id, 502, "server_error", "upstream_error", NULL,
+                                          "Failed to forward the request to '%s'.", u->name);
+                }
+                break;
+        }
+        if (r < 0 && pr->x && !http_exchange_is_answered(pr->x))
+                (void) respond_error(pr->x, pr->id, 500, "server_error", "internal_error", NULL,
+                                     "The agent failed to handle the request.");
+}
+
+/* ---- the handler -------------------------------------------------------------------- */
+
+/* Bodies are JSON, whatever the label says (curl -d says form-urlencoded), except
+ * multipart uploads (audio transcription), which pass through unparsed. */
+static bool content_type_is_json(const char *ct) {
+        return !ct || !startswith_no_case(ct, "multipart/");
+}
+
+static int parse_body_model(HttpExchange *x, const char *id, char **ret_model) {
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        const char *body, *reason = NULL, *model;
+        size_t len;
+        int r;
+
+        body = http_exchange_body(x, &len);
+        if (!body || len == 0)
+                return respond_error(x, id, 400, "invalid_request_error", NULL, NULL,
+                                     "The request has no body; expected a JSON object.") ?: -EINVAL;
+        r = jobj_parse(body, len, JSON_DEPTH_MAX, &root, &reason);
+        if (r == -E2BIG)
+                return respond_error(x, id, 400, "invalid_request_error", NULL, NULL,
+                                     "The request body nests JSON too deeply.") ?: -EINVAL;
+        if (r < 0)
+                return respond_error(x, id, 400, "invalid_request_error", NULL, NULL,
+                                     "The request body is not valid JSON: %s.", reason ?: "syntax error") ?: -EINVAL;
+        if (!json_object_is_type(root, json_type_object))
+                return respond_error(x, id, 400, "invalid_request_error", NULL, NULL,
+                                     "The request body must be a JSON object.") ?: -EINVAL;
+        r = jobj_get_string(root, "model", &model);
+        if (r == -ENOENT)
+                return respond_error(x, id, 400, "invalid_request_error", NULL, "model",
+                                     "You must provide a model parameter.") ?: -EINVAL;
+        if (r < 0 || isempty(model) || strlen(model) > 256)
+                return respond_error(x, id, 400, "invalid_request_error", NULL, "model",
+                                     "The model parameter must be a non-empty string.") ?: -EINVAL;
+        *ret_model = strdup(model);
+        return *ret_model ? 0 : -ENOMEM;
+}
+
+static int proxy_handle(HttpExchange *x, void *userdata) {
+        Proxy *p = userdata;
+        _cleanup_free_ ProxyRequest *pr = NULL;
+        _cleanup_free_ char *path = NULL, *model = NULL;
+        const char *method = http_exchange_method(x), *rest;
+        ProxyRequestKind kind;
+        char id[33];
+        int r;
+
+        p->n_requests++;
+        request_id_new(id);
+
+        path = path_normalize(http_exchange_target(x));
+        if (!path)
+                return -ENOMEM;
+
+        if (path_is(path, "/healthz")) {
+                if (!streq(method, "GET") && !streq(method, "HEAD")) {
+                        (void) http_exchange_add_header(x, "Allow", "GET");
+                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                             "Use GET for /healthz.");
+                }
+                kind = PR_HEALTHZ;
+        } else if (path_is(path, "/v1/models")) {
+                if (!streq(method, "GET")) {
+                        (void) http_exchange_add_header(x, "Allow", "GET");
+                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                             "Use GET for /v1/models.");
+                }
+                kind = PR_MODELS;
+        } else if ((rest = startswith(path, "/v1/models/")) && streq(method, "GET")) {
+                const char *q = strchr(rest, '?');
+
+                model = q ? strndup(rest, (size_t) (q - rest)) : strdup(rest);
+                if (!model)
+                        return -ENOMEM;
+                kind = PR_MODEL_GET;
+        } else if (startswith(path, "/v1/")) {
+                if (streq(method, "POST")) {
+                        if (content_type_is_json(http_exchange_header(x, "Content-Type"))) {
+                                r = parse_body_model(x, id, &model);
+                                if (r != 0 || !model)
+                                        return r < 0 && !http_exchange_is_answered(x) ? r : 0;
+                        }
+                } else if (!streq(method, "GET")) {
+                        (void) http_exchange_add_header(x, "Allow", "GET, POST");
+                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                             "Method %s is not supported for %s.", method, http_exchange_path(x));
+                }
+                kind = PR_FORWARD;
+        } else
+                return respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
+                                     "Unknown request URL: %s %s. Use the /v1 API.", method, http_exchange_path(x));
+
+        if (p->n_upstreams == 0 && kind != PR_HEALTHZ)
+                return respond_error(x, id, 503, "server_error", "no_upstream", NULL,
+                                     "This agent has no local inference server configured.");
+
+        pr = new0(ProxyRequest, 1);
+        if (!pr)
+                return -ENOMEM;
+        *pr = (ProxyRequest) {
+                .proxy = p,
+                .kind = kind,
+                .x = x,
+                .path = TAKE_PTR(path),
+                .model = TAKE_PTR(model),
+        };
+        memcpy(pr->id, id, sizeof id);
+        http_exchange_set_userdata(x, pr, on_exchange_close, on_exchange_drain);
+
+        /* Listings and health answer from fresh data; forwarding uses what we know. */
+        if ((kind == PR_MODELS || kind == PR_MODEL_GET ||
+             (kind == PR_HEALTHZ && now_usec(CLOCK_MONOTONIC) - p->refreshed_usec > HEALTH_FRESH_USEC)) &&
+            p->n_upstreams > 0) {
+                proxy_wait_refresh(p, TAKE_PTR(pr));
+                return 0;
+        }
+        proxy_request_continue(TAKE_PTR(pr));
+        return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static int proxy_set_upstreams(Proxy *p, const ClubdConfig *cfg) {
+        Upstream **l;
+        int r;
+
+        l = new0(Upstream *, cfg->n_upstreams + 1);
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < cfg->n_upstreams; i++) {
+                r = upstream_new(p->client, &cfg->upstreams[i], PROBE_TIMEOUT_USEC, on_upstream_refreshed, p, &l[i]);
+                if (r < 0) {
+                        for (size_t j = 0; j < i; j++)
+                                upstream_unref(l[j]);
+                        free(l);
+                        return r;
+                }
+        }
+        /* Old upstreams stay alive for as long as requests reference them. */
+        for (size_t i = 0; i < p->n_upstreams; i++) {
+                upstream_disconnect(p->upstreams[i]);
+                upstream_unref(p->upstreams[i]);
+        }
+        free(p->upstreams);
+        p->upstreams = l;
+        p->n_upstreams = cfg->n_upstreams;
+        p->n_refreshing = 0;
+        return 0;
+}
+
+static void proxy_apply_limits(Proxy *p, const ClubdConfig *cfg) {
+        p->connect_timeout_usec = cfg->connect_timeout_usec;
+        p->first_byte_timeout_usec = cfg->first_byte_timeout_usec;
+        p->idle_timeout_usec = cfg->idle_timeout_usec;
+        p->model_refresh_usec = MAX(cfg->model_refresh_usec, USEC_PER_SEC);
+}
+
+int proxy_new(sd_event *event, const ClubdConfig *cfg, int listen_fd, Proxy **ret) {
+        _cleanup_(proxy_freep) Proxy *p = NULL;
+        int r;
+
+        p = new0(Proxy, 1);
+        if (!p) {
+                safe_close(listen_fd);
+                return -ENOMEM;
+        }
+        *p = (Proxy) {
+                .event = sd_event_ref(event),
+                .log_limit = { .interval_usec = 10 * USEC_PER_SEC, .burst = 20 },
+        };
+        proxy_apply_limits(p, cfg);
+
+        HttpClientOptions copts = {
+                .connect_timeout_usec = cfg->connect_timeout_usec,
+                .idle_timeout_usec = cfg->idle_timeout_usec,
+                .max_connections = cfg->max_connections,
+                .max_idle_connections = MIN(cfg->max_connections, 256U),
+        };
+        r = http_client_new(event, &copts, &p->client);
+        if (r < 0) {
+                safe_close(listen_fd);
+                return r;
+        }
+
+        HttpServerOptions sopts = {
+                .max_connections = cfg->max_connections,
+                .max_connections_per_ip = cfg->max_connections_per_ip,
+                .max_header_size = cfg->max_header_size,
+                .max_body_size = cfg->max_body_size,
+                .stream_buffer_max = cfg->stream_buffer_size,
+        };
+        r = http_server_new(event, listen_fd, &sopts, proxy_handle, p, &p->server);
+        if (r < 0)
+                return r;
+
+        r = proxy_set_upstreams(p, cfg);
+        if (r < 0)
+                return r;
+
+        /* First look at the upstreams right away, then on a timer. */
+        r = sd_event_add_time_relative(event, &p->refresh_timer, CLOCK_MONOTONIC, 0, 0, on_refresh_timer, p);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+Proxy *proxy_free(Proxy *p) {
+        if (!p)
+                return NULL;
+        p->refresh_timer = sd_event_source_disable_unref(p->refresh_timer);
+        /* The server first: closing exchanges frees their requests and upstream transfers. */
+        p->server = http_server_free(p->server);
+        while (p->waiting)
+                proxy_request_unwait(p->waiting);
+        for (size_t i = 0; i < p->n_upstreams; i++) {
+                upstream_disconnect(p->upstreams[i]);
+                upstream_unref(p->upstreams[i]);
+        }
+        free(p->upstreams);
+        p->client = http_client_free(p->client);
+        sd_event_unref(p->event);
+        return mfree(p);
+}
+
+int proxy_reload(Proxy *p, const ClubdConfig *cfg) {
+        int r;
+
+        r = proxy_set_upstreams(p, cfg);
+        if (r < 0)
+                return r;
+        proxy_apply_limits(p, cfg);
+        proxy_refresh_all(p);
+        return 0;
+}
+
+void proxy_stop_accepting(Proxy *p) {
+        (void) http_server_quiesce(p->server);
+}
+
+unsigned proxy_in_flight(Proxy *p) {
+        return p->in_flight;
+}
+
+size_t proxy_n_upstreams(Proxy *p) {
+        return p->n_upstreams;
+}
+
+int proxy_status_line(Proxy *p, char **ret) {
+        size_t ok = 0, models = 0;
+
+        for (size_t i = 0; i < p->n_upstreams; i++) {
+                ok += p->upstreams[i]->reachable;
+                models += p->upstreams[i]->n_models;
+        }
+        if (asprintf(ret, "Serving %zu model(s) from %zu of %zu upstream(s); %u request(s) in flight.",
+                     models, ok, p->n_upstreams, p->in_flight) < 0)
+                return -ENOMEM;
+        return 0;
+}
