@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Install what building, running and testing club needs on Debian 12 (run as root).
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps.sh: run as root (sudo $0)" >&2
+        exit 1
+fi
+
+build=(meson ninja-build pkg-config gcc libc6-dev
+       libsystemd-dev libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev libsqlite3-dev
+       libssl-dev libseccomp-dev libnl-3-dev libnl-genl-3-dev libnl-route-3-dev check)
+# Tests: real WireGuard (userspace in namespaces, the kernel's in a qemu guest), real clients.
+tests=(python3 curl socat procps util-linux iproute2 iputils-ping wireguard-go wireguard-tools
+       qemu-system-x86 busybox-static cpio linux-image-amd64 ca-certificates)
+# Benchmarks: nginx as the reference proxy.
+bench=(nginx-light)
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${build[@]}" "${tests[@]}" "${bench[@]}" >/dev/null
+# A fresh nginx-light starts itself; the benchmark runs its own instance.
+systemctl disable --now nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true
+
+# node and npm run the real `openai` SDK in tests. Many machines ship them outside apt
+# (Debian's npm package conflicts with those): install from apt only when missing.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+echo "install-deps.sh: dependencies installed."
