@@ -116,6 +116,12 @@ fi
 OUT=$(mktemp -d /tmp/club-wg-qemu.XXXXXX)
 trap '[ -n "${CLUB_WG_QEMU_KEEP:-}" ] || rm -rf "$OUT"' EXIT
 chmod 755 "$OUT"
+# The guest's /tmp (and /run) are fresh tmpfs mounts, which would hide a checkout or a build
+# under the host's /tmp: run copies from the results share, which the guest sees at $OUT.
+cp "$GUEST" "$OUT/guest.sh"
+cp "$TOOL" "$OUT/club-wg-tool"
+GUEST=$OUT/guest.sh
+TOOL=$OUT/club-wg-tool
 "$TOOL" genkey >"$OUT/many.key"
 # 2,000 peers; the first has 1,000 allowed IPs, so that both a SET and a GET dump
 # must split one peer across netlink messages.
