@@ -13,25 +13,7 @@ set -u
 
 UPSTREAM=${1:?usage: $0 PATH-TO-club-test-upstream}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SDK_SRC="$HERE/../openai"
-SDK_DIR=${CLUB_OPENAI_SDK_DIR:-$SDK_SRC}
-
-skip() {
-        if [ "${CLUB_TEST_STRICT:-0}" = 1 ]; then
-                echo "FAIL - $* (CLUB_TEST_STRICT=1)"
-                exit 1
-        fi
-        echo "SKIP - $*"
-        exit 77
-}
-
-command -v node >/dev/null 2>&1 || skip "node not found"
-bash "$SDK_SRC/setup.sh" "$SDK_DIR"
-case $? in
-        0) ;;
-        77) skip "the openai SDK cannot be installed" ;;
-        *) echo "FAIL - tests/openai/setup.sh"; exit 1 ;;
-esac
+. "$HERE/../openai/sdk.sh"
 
 tmp=$(mktemp -d)
 up_pid=
