@@ -198,7 +198,7 @@ int clubd_config_load(const char *path, ClubdConfig **ret) {
                 { "Upstream", "Name", parse_upstream, 0, NULL },
                 { "Upstream", "URL", parse_upstream, 0, NULL },
                 { "Upstream", "Kind", parse_upstream, 0, NULL },
-                { "Upstream", "APIKey", parse_upstream, 0, NULL },
+                { "Upstream", "APIKey", parse_upstream, 0, NULL, CONFIG_ITEM_SECRET },
                 { "Upstream", "APIKeyFile", parse_upstream, 0, NULL },
                 { "Upstream", "Models", parse_upstream, 0, NULL },
                 {}
