@@ -80,7 +80,10 @@ int log_internal(int level, int error, const char *fmt, ...) {
         if (level > log_max_level)
                 return -abs(error);
 
-        prefix = log_fd >= 0 || (log_prefix >= 0 ? log_prefix : !isatty(fd));
+        /* Decided once: isatty() is a syscall, and stderr does not change under us. */
+        if (log_prefix < 0)
+                log_prefix = !isatty(STDERR_FILENO);
+        prefix = log_fd >= 0 || log_prefix;
         if (prefix)
                 n = snprintf(buf, sizeof buf, "<%d>", level & LOG_PRIMASK);
 

@@ -25,18 +25,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_upstream() {  # NAME MODELS
-        "$UPSTREAM" --port 0 --name "$1" --models "$2" --api-key "key-$1" >"$tmp/$1.port" 2>"$tmp/$1.log" &
+start_upstream() {  # VAR NAME MODELS: start an upstream, put its port in VAR (no subshell: pids must stick)
+        "$UPSTREAM" --port 0 --name "$2" --models "$3" --api-key "key-$2" >"$tmp/$2.port" 2>"$tmp/$2.log" &
         pids+=($!)
         for _ in $(seq 100); do
-                grep -q '^PORT=' "$tmp/$1.port" && break
+                grep -q '^PORT=' "$tmp/$2.port" && break
                 sleep 0.05
         done
-        sed -n 's/^PORT=//p' "$tmp/$1.port"
+        printf -v "$1" '%s' "$(sed -n 's/^PORT=//p' "$tmp/$2.port")"
 }
 
-pa=$(start_upstream alpha "llama-3-8b,qwen-2")
-pb=$(start_upstream beta "mistral-7b")
+start_upstream pa alpha "llama-3-8b,qwen-2"
+start_upstream pb beta "mistral-7b"
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$tmp/clubd.conf" <<CONF
 [Proxy]
