@@ -171,6 +171,7 @@ int clubd_config_load(const char *path, ClubdConfig **ret) {
                 return -ENOMEM;
         *c = (ClubdConfig) {
                 .log_level = -1,
+                .sandbox = true,
                 .max_connections = 1024,
                 .max_body_size = 8U << 20,
                 .max_header_size = 16U << 10,
@@ -185,6 +186,7 @@ int clubd_config_load(const char *path, ClubdConfig **ret) {
 
         const ConfigItem table[] = {
                 { "Agent", "LogLevel", config_parse_log_level, 0, &c->log_level },
+                { "Agent", "Sandbox", config_parse_bool, 0, &c->sandbox },
                 { "Proxy", "Listen", config_parse_sockaddr, 0, &c->listen },
                 { "Proxy", "MaxConnections", config_parse_uint, 0, &c->max_connections },
                 { "Proxy", "MaxConnectionsPerIP", config_parse_uint, 0, &c->max_connections_per_ip },

@@ -34,6 +34,7 @@ typedef struct UpstreamConfig {
 
 typedef struct ClubdConfig {
         int log_level;
+        bool sandbox;
 
         SockAddr listen;
         unsigned max_connections;

@@ -15,6 +15,7 @@
 #include "http-server.h"
 #include "log.h"
 #include "proxy.h"
+#include "sandbox-policy.h"
 
 #define SHUTDOWN_GRACE_USEC (10 * USEC_PER_SEC)
 #define STATUS_INTERVAL_USEC (10 * USEC_PER_SEC)
@@ -230,6 +231,22 @@ int main(int argc, char *argv[]) {
         r = sd_event_add_time_relative(event, &status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC, 0, on_status_timer, &d);
         if (r >= 0)
                 (void) sd_event_source_set_enabled(status_timer, SD_EVENT_ON);
+
+        /* Everything is open: from here on only what serving needs is allowed. */
+        if (d.config->sandbox) {
+                r = clubd_sandbox_apply();
+                if (r == -EOPNOTSUPP)
+                        log_warning("This build has no seccomp support: running without a syscall filter.");
+                else if (r < 0) {
+                        log_error_errno(r, "Failed to load the syscall filter: %m. Set Sandbox=no in [Agent] to run without it.");
+                        d.proxy = proxy_free(d.proxy);
+                        clubd_config_free(d.config);
+                        return EXIT_FAILURE;
+                }
+                else
+                        log_debug("Syscall filter loaded.");
+        } else
+                log_notice("Sandbox=no: running without a syscall filter.");
 
         log_info("clubd %s listening on %s with %zu upstream(s).", PACKAGE_VERSION, addr, proxy_n_upstreams(d.proxy));
         (void) sd_notifyf(false, "READY=1\nSTATUS=Listening on %s with %zu upstream(s).", addr, proxy_n_upstreams(d.proxy));

@@ -61,9 +61,10 @@ def write_config(name, text):
     return path
 
 
-def start_clubd(config, wait=True):
+def start_clubd(config, wait=True, env=None):
     log = open(os.path.join(WORK, "clubd.log"), "a")
-    p = subprocess.Popen([CLUBD, "--config", config, "--log-level", "debug"], stdout=log, stderr=log)
+    p = subprocess.Popen([CLUBD, "--config", config, "--log-level", "debug"], stdout=log, stderr=log,
+                         env=dict(os.environ, **(env or {})))
     PROCS.append(p)
     return p
 
@@ -185,7 +186,7 @@ APIKey=alpha-secret
 
 [Upstream]
 Name=beta
-URL=http://127.0.0.1:{p2}/v1/
+URL=http://localhost:{p2}/v1/
 """)
     os.makedirs(cfg + ".d")
     write_config("clubd.conf.d/50-dead.conf", f"""
@@ -193,8 +194,16 @@ URL=http://127.0.0.1:{p2}/v1/
 Name=dead
 URL=http://127.0.0.1:{dead_port}
 """)
-    clubd = start_clubd(cfg)
+    # The self-test makes clubd try exec, ptrace and a raw socket right after loading its
+    # syscall filter; everything below then runs against the sandboxed daemon.
+    clubd = start_clubd(cfg, env={"CLUBD_SANDBOX_SELFTEST": "1"})
     check("clubd starts and listens", wait_port(port))
+    status = open(f"/proc/{clubd.pid}/status").read()
+    check("clubd runs under a seccomp filter", "Seccomp:\t2" in status, [l for l in status.splitlines() if "Seccomp" in l])
+    log = open(os.path.join(WORK, "clubd.log")).read()
+    for what in ("execve()", "ptrace()", "socket(AF_PACKET)"):
+        check(f"the sandbox refuses {what} inside the running daemon",
+              f"Sandbox self-test: {what} refused: Operation not permitted" in log, log[-400:])
 
     # --- health and listings -------------------------------------------------------
     r, d = request(port, "GET", "/healthz")
@@ -514,6 +523,7 @@ URL=http://127.0.0.1:{dead_port}
     except subprocess.TimeoutExpired:
         rc = None
     check("SIGTERM stops clubd cleanly", rc == 0, rc)
+    check("the sandboxed daemon served the whole run", "ALLOWED" not in open(os.path.join(WORK, "clubd.log")).read())
 
 
 try:
