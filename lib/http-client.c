@@ -28,6 +28,7 @@ struct HttpClient {
         int epoll_fd;          /* every socket libcurl wants watched; sd-event watches this fd only */
         sd_event_source *io;
         sd_event_source *timer;
+        sd_event_source *kick;         /* libcurl's timeout 0: run on the next loop iteration */
         sd_event_source *reaper;
         HttpClientOptions opts;
 
@@ -187,12 +188,24 @@ static int on_curl_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static int on_curl_kick(sd_event_source *s, void *userdata) {
+        return on_curl_timer(s, 0, userdata);
+}
+
 static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
         HttpClient *c = userp;
         int r;
 
-        if (timeout_ms < 0)
+        if (timeout_ms < 0) {
+                (void) sd_event_source_set_enabled(c->kick, SD_EVENT_OFF);
                 return sd_event_source_set_enabled(c->timer, SD_EVENT_OFF) < 0 ? -1 : 0;
+        }
+        if (timeout_ms == 0) {
+                /* libcurl asks for this to start every transfer: no timerfd round trip. */
+                (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+                return sd_event_source_set_enabled(c->kick, SD_EVENT_ONESHOT) < 0 ? -1 : 0;
+        }
+        (void) sd_event_source_set_enabled(c->kick, SD_EVENT_OFF);
 
         /* Relative, in milliseconds; round up so we never fire early. */
         r = sd_event_source_set_time_relative(c->timer, (uint64_t) timeout_ms * USEC_PER_MSEC + 1);
@@ -367,7 +380,8 @@ static size_t curl_write_cb(char *buf, size_t size, size_t n, void *userdata) {
         size_t len = size * n, off = 0;
         ssize_t k;
 
-        if (r->zombie)
+        /* Nothing more for a callback that asked to abort (see curl_xferinfo_cb()). */
+        if (r->zombie || r->abort_error)
                 return 0;
         if (!r->cb.on_data)
                 return len;
@@ -393,6 +407,16 @@ static size_t curl_write_cb(char *buf, size_t size, size_t n, void *userdata) {
         r->skip = off + (size_t) k;
         r->paused = true;
         return CURL_WRITEFUNC_PAUSE;
+}
+
+/* on_data may fail inside curl_easy_pause() (http_request_resume()): libcurl returns that
+ * error to the caller but leaves the transfer running. It calls this at least once a
+ * second (the low-speed check) and on every read: end the transfer there. */
+static int curl_xferinfo_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
+                            curl_off_t ultotal, curl_off_t ulnow) {
+        HttpRequest *r = userdata;
+
+        return r->abort_error != 0;
 }
 
 static void client_check_done(HttpClient *c) {
@@ -531,6 +555,9 @@ int http_request_start(HttpRequest *r, const HttpRequestCallbacks *cb, void *use
         SETOPT(r->easy, CURLOPT_HEADERDATA, r);
         SETOPT(r->easy, CURLOPT_WRITEFUNCTION, curl_write_cb);
         SETOPT(r->easy, CURLOPT_WRITEDATA, r);
+        SETOPT(r->easy, CURLOPT_XFERINFOFUNCTION, curl_xferinfo_cb);
+        SETOPT(r->easy, CURLOPT_XFERINFODATA, r);
+        SETOPT(r->easy, CURLOPT_NOPROGRESS, 0L);
         SETOPT(r->easy, CURLOPT_HTTPHEADER, r->headers);
         SETOPT(r->easy, CURLOPT_ACCEPT_ENCODING, NULL); /* pass bodies through untouched */
         SETOPT(r->easy, CURLOPT_HTTP_CONTENT_DECODING, 0L);
@@ -671,12 +698,18 @@ int http_client_new(sd_event *event, const HttpClientOptions *opts, HttpClient *
         r = sd_event_add_io(event, &c->io, c->epoll_fd, EPOLLIN, on_curl_epoll, c);
         if (r < 0)
                 return r;
-        /* Accuracy 1 µs: libcurl asks for timeout 0 to start every transfer; sd-event's default
-         * accuracy (0 → 250 ms) would hold each request up to 250 ms before it is sent. */
+        /* Timeout 0 (start a transfer, run now) goes through the kick. Accuracy 1 µs: never 0,
+         * which sd-event takes as its default, 250 ms, and which held every transfer up to
+         * 250 ms before it started. Not coarser either: with 50 ms of slack libcurl's low-speed
+         * check (IdleTimeout) fired after 7 s instead of 1 s (test-http-client, idle_timeout). */
         r = sd_event_add_time_relative(event, &c->timer, CLOCK_MONOTONIC, 0, 1, on_curl_timer, c);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+        r = sd_event_add_defer(event, &c->kick, on_curl_kick, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(c->kick, SD_EVENT_OFF);
 
         if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb) != CURLM_OK ||
             curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
@@ -703,6 +736,7 @@ HttpClient *http_client_free(HttpClient *c) {
         c->io = sd_event_source_disable_unref(c->io);
         c->epoll_fd = safe_close(c->epoll_fd);
         c->timer = sd_event_source_disable_unref(c->timer);
+        c->kick = sd_event_source_disable_unref(c->kick);
         c->reaper = sd_event_source_disable_unref(c->reaper);
         free((char *) c->opts.ca_file);
         sd_event_unref(c->event);

@@ -42,6 +42,7 @@ struct HttpServer {
 
         unsigned n_connections;
         unsigned n_exchanges;
+        HttpExchange *exchanges;  /* every live exchange */
 };
 
 struct HttpExchange {
@@ -85,6 +86,8 @@ struct HttpExchange {
         void *userdata;
         HttpExchangeCloseHandler on_close;
         HttpExchangeDrainHandler on_drain;
+
+        HttpExchange *exchanges_prev, *exchanges_next;
 };
 
 static void server_run(HttpServer *s);
@@ -93,14 +96,28 @@ static void server_run(HttpServer *s);
 
 int http_listen(const char *address, int *ret_fd) {
         _cleanup_(closep) int fd = -EBADF;
+        _cleanup_free_ char *any_port = NULL;
+        const char *colon;
         struct sockaddr_storage ss;
         socklen_t len;
         int r, one = 1;
 
         assert(address && ret_fd);
+        /* Port 0 (any free one, see http_socket_port()) is fine for a listener, though
+         * parse_sockaddr() refuses it: parse with port 1, then clear the port. */
+        colon = strrchr(address, ':');
+        if (colon && streq(colon, ":0")) {
+                if (asprintf(&any_port, "%.*s:1", (int) (colon - address), address) < 0)
+                        return -ENOMEM;
+                address = any_port;
+        }
         r = parse_sockaddr(address, &ss, &len);
         if (r < 0)
                 return r;
+        if (any_port && ss.ss_family == AF_INET)
+                ((struct sockaddr_in *) &ss)->sin_port = 0;
+        else if (any_port && ss.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *) &ss)->sin6_port = 0;
         fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
@@ -144,8 +161,15 @@ static void exchange_clear_headers(HttpExchange *x) {
 static HttpExchange *exchange_free(HttpExchange *x) {
         if (!x)
                 return NULL;
-        if (x->server)
+        if (x->server) {
                 x->server->n_exchanges--;
+                if (x->exchanges_prev)
+                        x->exchanges_prev->exchanges_next = x->exchanges_next;
+                else
+                        x->server->exchanges = x->exchanges_next;
+                if (x->exchanges_next)
+                        x->exchanges_next->exchanges_prev = x->exchanges_prev;
+        }
         sd_event_source_disable_unref(x->hup_source);
         sd_event_source_disable_unref(x->drain_source);
         if (x->response)
@@ -273,7 +297,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
 static int exchange_build_response(HttpExchange *x, unsigned status, struct MHD_Response *resp) {
         for (size_t i = 0; i < x->n_headers; i++)
                 if (MHD_add_response_header(resp, x->headers[i].name, x->headers[i].value) != MHD_YES) {
+                        /* One MHD will not send (Content-Length, …): drop them all, so that
+                         * the exchange can still be answered, e.g. with an error. */
                         MHD_destroy_response(resp);
+                        exchange_clear_headers(x);
                         return -EINVAL;
                 }
         exchange_clear_headers(x);
@@ -291,8 +318,9 @@ int http_exchange_add_header(HttpExchange *x, const char *name, const char *valu
                 return -EBUSY;
         if (x->n_headers >= MAX_RESPONSE_HEADERS)
                 return -E2BIG;
-        /* Header injection: no CR/LF in names or values. */
-        if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
+        /* Header injection: no CR/LF in names or values. MHD would refuse the whole response
+         * for an empty name or value, or blanks in a name: refuse them here. */
+        if (isempty(name) || isempty(value) || strpbrk(name, "\r\n: \t") || strpbrk(value, "\r\n"))
                 return -EINVAL;
         h = &x->headers[x->n_headers];
         h->name = strdup(name);
@@ -365,11 +393,19 @@ int http_exchange_stream_start_sized(HttpExchange *x, unsigned status, const cha
                 if (r < 0)
                         return r;
         }
-        resp = MHD_create_response_from_callback(size, STREAM_BLOCK_SIZE, stream_reader, x, NULL);
+        /* MHD callocs block_size bytes with every callback response. It reads a sized body
+         * through them, so no more than the body is useful; a chunked body goes straight into
+         * the connection's write buffer and never touches them. */
+        resp = MHD_create_response_from_callback(size, size == MHD_SIZE_UNKNOWN ? 64 :
+                                                 (size_t) CLAMP(size, (uint64_t) 64, (uint64_t) STREAM_BLOCK_SIZE),
+                                                 stream_reader, x, NULL);
         if (!resp)
                 return -ENOMEM;
+        r = exchange_build_response(x, status, resp);
+        if (r < 0)
+                return r;
         x->streaming = true;
-        return exchange_build_response(x, status, resp);
+        return 0;
 }
 
 ssize_t http_exchange_stream_write(HttpExchange *x, const void *data, size_t len) {
@@ -524,14 +560,19 @@ static void *on_uri_log(void *cls, const char *uri, struct MHD_Connection *c) {
                 .conn = c,
                 .start_usec = now_usec(CLOCK_MONOTONIC),
                 .target = strdup(uri ?: "/"),
+                .exchanges_next = s->exchanges,
         };
+        /* Counted and listed first: exchange_free() undoes both. */
+        s->n_exchanges++;
+        if (s->exchanges)
+                s->exchanges->exchanges_prev = x;
+        s->exchanges = x;
         if (x->target) {
                 q = strchr(x->target, '?');
                 x->path = q ? strndup(x->target, (size_t) (q - x->target)) : strdup(x->target);
         }
         if (!x->target || !x->path)
                 return exchange_free(x);
-        s->n_exchanges++;
         return x;
 }
 
@@ -683,6 +724,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                 s->n_connections--;
 }
 
+_printf_(2, 0)
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
         char buf[512];
 
@@ -700,6 +742,13 @@ static void server_arm_timer(HttpServer *s) {
 
         if (MHD_get_timeout(s->mhd, &ms) != MHD_YES) {
                 (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+                return;
+        }
+        if (ms == 0) {
+                /* "Run again now" (e.g. a keep-alive request already read): on the next loop
+                 * iteration, with no timerfd round trip. */
+                (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+                (void) sd_event_source_set_enabled(s->kick, SD_EVENT_ONESHOT);
                 return;
         }
         /* MHD's timeout is relative to now, in milliseconds. */
@@ -798,9 +847,10 @@ int http_server_new(sd_event *event, int fd, const HttpServerOptions *opts,
         r = sd_event_add_io(event, &s->io, di->epoll_fd, EPOLLIN, on_mhd_io, s);
         if (r < 0)
                 return r;
-        /* Accuracy 1 µs: sd-event's default (0 → 250 ms) would delay MHD's "run again now"
-         * (timeout 0, e.g. a keep-alive request already read) by up to 250 ms. */
-        r = sd_event_add_time_relative(event, &s->timer, CLOCK_MONOTONIC, 0, 1, on_mhd_timer, s);
+        /* Only MHD's idle timeouts (seconds) go through the timer, so it may be late by 250 ms;
+         * a timeout of 0 goes through the kick (server_arm_timer()). Never accuracy 0 for
+         * "run now": sd-event takes 0 as its default, 250 ms. */
+        r = sd_event_add_time_relative(event, &s->timer, CLOCK_MONOTONIC, 0, 250 * USEC_PER_MSEC, on_mhd_timer, s);
         if (r < 0)
                 return r;
         r = sd_event_add_defer(event, &s->kick, on_mhd_kick, s);
@@ -816,6 +866,10 @@ int http_server_new(sd_event *event, int fd, const HttpServerOptions *opts,
 HttpServer *http_server_free(HttpServer *s) {
         if (!s)
                 return NULL;
+        /* MHD_stop_daemon() aborts while a connection is suspended (an exchange waiting for its
+         * answer or for stream data): resume them all, it then closes them (ok = false). */
+        for (HttpExchange *x = s->exchanges; x; x = x->exchanges_next)
+                exchange_resume(x);
         s->io = sd_event_source_disable_unref(s->io);
         s->timer = sd_event_source_disable_unref(s->timer);
         s->kick = sd_event_source_disable_unref(s->kick);

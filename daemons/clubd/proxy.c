@@ -83,8 +83,12 @@ static void request_id_new(char ret[static 33]) {
                 memcpy(b, &t, sizeof t);
                 memcpy(b + 8, &t, sizeof t);
         }
-        for (size_t i = 0; i < sizeof b; i++)
-                sprintf(ret + 2 * i, "%02x", b[i]);
+        /* Not sprintf("%02x") 16 times: that was 2% of a proxied request's CPU. */
+        for (size_t i = 0; i < sizeof b; i++) {
+                ret[2 * i] = "0123456789abcdef"[b[i] >> 4];
+                ret[2 * i + 1] = "0123456789abcdef"[b[i] & 15];
+        }
+        ret[32] = 0;
 }
 
 /* Collapse "//" and drop a trailing "/": "/v1//chat/completions/" → "/v1/chat/completions". */
@@ -612,7 +616,7 @@ static int proxy_forward(ProxyRequest *pr, Upstream *u) {
         http_request_set_timeouts(req, p->connect_timeout_usec, p->idle_timeout_usec);
 
         r = sd_event_add_time_relative(p->event, &pr->first_byte_timer, CLOCK_MONOTONIC,
-                                       p->first_byte_timeout_usec, 10 * USEC_PER_MSEC, on_first_byte_timeout, pr);
+                                       p->first_byte_timeout_usec, USEC_PER_SEC, on_first_byte_timeout, pr);
         if (r < 0)
                 return r;
         r = http_request_start(req, &cb, pr);
