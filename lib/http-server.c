@@ -205,7 +205,8 @@ static void exchange_suspend(HttpExchange *x) {
 static void exchange_resume(HttpExchange *x) {
         if (!x->suspended)
                 return;
-        exchange_watch_hup(x, false);
+        /* The hang-up watch stays until the exchange ends: re-adding it on every suspend
+         * cost two epoll_ctl() calls per streamed chunk. */
         x->suspended = false;
         MHD_resume_connection(x->conn);
         /* A resumed connection is only looked at by the next MHD_run(). */
@@ -215,9 +216,10 @@ static void exchange_resume(HttpExchange *x) {
 static int on_client_hup(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         HttpExchange *x = userdata;
 
-        /* The client closed its end while we held the exchange: tell the owner now,
-         * then let MHD tear the connection down. */
+        /* The client closed its end while we held the exchange (or streamed to it): tell the
+         * owner now, then let MHD tear the connection down. */
         x->client_gone = true;
+        exchange_watch_hup(x, false); /* level-triggered: it would fire again */
         exchange_resume(x);
         exchange_notify_close(x, false);
         return 0;
