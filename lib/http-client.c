@@ -30,6 +30,7 @@ struct HttpClient {
         sd_event_source *timer;
         sd_event_source *kick;         /* libcurl's timeout 0: run on the next loop iteration */
         sd_event_source *reaper;
+        sd_event_source *watchdog;     /* response and idle timeouts, checked while transfers run */
         HttpClientOptions opts;
 
         unsigned in_curl;      /* depth of calls into libcurl that may run our callbacks */
@@ -50,6 +51,10 @@ struct HttpRequest {
         size_t body_len;
         uint64_t connect_timeout_usec;
         uint64_t idle_timeout_usec;
+        uint64_t response_timeout_usec;
+        uint64_t activity_usec;        /* when the watchdog last saw progress (or the start) */
+        uint64_t n_activity;           /* bumped by every header line and body delivery */
+        uint64_t n_activity_seen;
 
         HttpRequestCallbacks cb;
         void *userdata;
@@ -71,6 +76,47 @@ struct HttpRequest {
 };
 
 static void client_check_done(HttpClient *c);
+static void request_detach(HttpRequest *r);
+
+#define WATCHDOG_INTERVAL_USEC (200 * USEC_PER_MSEC)
+
+/* Find a running transfer past its deadline: before the response headers the response
+ * timeout applies, after them the idle timeout between two deliveries. A transfer paused
+ * by its owner waits for the owner, not for the server, and is never idle. */
+static HttpRequest *client_find_expired(HttpClient *c, uint64_t now) {
+        for (HttpRequest *r = c->running; r; r = r->running_next) {
+                uint64_t idle = r->idle_timeout_usec ?: c->opts.idle_timeout_usec;
+                uint64_t limit = r->responded ? idle : (r->response_timeout_usec ?: idle);
+
+                if (r->zombie)
+                        continue;
+                if (r->n_activity != r->n_activity_seen || r->paused) {
+                        r->n_activity_seen = r->n_activity;
+                        r->activity_usec = now;
+                        continue;
+                }
+                if (now - r->activity_usec >= limit)
+                        return r;
+        }
+        return NULL;
+}
+
+static int on_client_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
+        HttpClient *c = userdata;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        HttpRequest *r;
+
+        /* Not inside libcurl here: expired transfers can be removed and reported at once. */
+        while ((r = client_find_expired(c, now))) {
+                request_detach(r);
+                if (r->cb.on_done)
+                        r->cb.on_done(r, -ETIMEDOUT, r->userdata);
+        }
+        if (c->n_running == 0)
+                return sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        (void) sd_event_source_set_time_relative(s, WATCHDOG_INTERVAL_USEC);
+        return 0;
+}
 
 static int curlcode_to_errno(CURLcode code) {
         switch (code) {
@@ -307,6 +353,7 @@ static size_t curl_header_cb(char *buf, size_t size, size_t n, void *userdata) {
 
         if (r->zombie)
                 return 0;
+        r->n_activity++;
 
         while (l > 0 && (buf[l - 1] == '\n' || buf[l - 1] == '\r'))
                 l--;
@@ -383,6 +430,7 @@ static size_t curl_write_cb(char *buf, size_t size, size_t n, void *userdata) {
         /* Nothing more for a callback that asked to abort (see curl_xferinfo_cb()). */
         if (r->zombie || r->abort_error)
                 return 0;
+        r->n_activity++;
         if (!r->cb.on_data)
                 return len;
 
@@ -517,6 +565,10 @@ void http_request_set_timeouts(HttpRequest *r, uint64_t connect_usec, uint64_t i
         r->idle_timeout_usec = idle_usec;
 }
 
+void http_request_set_response_timeout(HttpRequest *r, uint64_t usec) {
+        r->response_timeout_usec = usec;
+}
+
 #define SETOPT(easy, opt, val)                                          \
         do {                                                            \
                 if (curl_easy_setopt((easy), (opt), (val)) != CURLE_OK) \
@@ -525,7 +577,7 @@ void http_request_set_timeouts(HttpRequest *r, uint64_t connect_usec, uint64_t i
 
 int http_request_start(HttpRequest *r, const HttpRequestCallbacks *cb, void *userdata) {
         HttpClient *c;
-        uint64_t ct, it;
+        uint64_t ct;
 
         assert(r && cb);
         c = r->client;
@@ -535,7 +587,6 @@ int http_request_start(HttpRequest *r, const HttpRequestCallbacks *cb, void *use
         r->cb = *cb;
         r->userdata = userdata;
         ct = r->connect_timeout_usec ?: c->opts.connect_timeout_usec;
-        it = r->idle_timeout_usec ?: c->opts.idle_timeout_usec;
 
         SETOPT(r->easy, CURLOPT_URL, r->url);
         SETOPT(r->easy, CURLOPT_PRIVATE, r);
@@ -547,9 +598,8 @@ int http_request_start(HttpRequest *r, const HttpRequestCallbacks *cb, void *use
         SETOPT(r->easy, CURLOPT_TCP_NODELAY, 1L);
         SETOPT(r->easy, CURLOPT_TCP_KEEPALIVE, 1L);
         SETOPT(r->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) ((ct + 999) / 1000));
-        /* Idle: less than one byte per second for the whole window aborts. */
-        SETOPT(r->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        SETOPT(r->easy, CURLOPT_LOW_SPEED_TIME, (long) MAX((it + USEC_PER_SEC - 1) / USEC_PER_SEC, (uint64_t) 1));
+        /* Response and idle timeouts are ours (client_watchdog()): libcurl's low-speed check
+         * averages over seconds and also counts the wait for the response. */
         SETOPT(r->easy, CURLOPT_BUFFERSIZE, (long) c->opts.receive_buffer_size);
         SETOPT(r->easy, CURLOPT_HEADERFUNCTION, curl_header_cb);
         SETOPT(r->easy, CURLOPT_HEADERDATA, r);
@@ -585,6 +635,8 @@ int http_request_start(HttpRequest *r, const HttpRequestCallbacks *cb, void *use
         r->abort_error = 0;
         r->skip = 0;
         r->status = 0;
+        r->n_activity = r->n_activity_seen = 0;
+        r->activity_usec = now_usec(CLOCK_MONOTONIC);
 
         if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK)
                 return -EIO;
@@ -596,6 +648,10 @@ int http_request_start(HttpRequest *r, const HttpRequestCallbacks *cb, void *use
         c->running = r;
         c->n_running++;
         c->n_requests++;
+        if (c->n_running == 1) {
+                (void) sd_event_source_set_time_relative(c->watchdog, WATCHDOG_INTERVAL_USEC);
+                (void) sd_event_source_set_enabled(c->watchdog, SD_EVENT_ON);
+        }
         return 0;
 }
 
@@ -710,6 +766,11 @@ int http_client_new(sd_event *event, const HttpClientOptions *opts, HttpClient *
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(c->kick, SD_EVENT_OFF);
+        r = sd_event_add_time_relative(event, &c->watchdog, CLOCK_MONOTONIC, WATCHDOG_INTERVAL_USEC,
+                                       50 * USEC_PER_MSEC, on_client_watchdog, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(c->watchdog, SD_EVENT_OFF);
 
         if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb) != CURLM_OK ||
             curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
@@ -737,6 +798,7 @@ HttpClient *http_client_free(HttpClient *c) {
         c->epoll_fd = safe_close(c->epoll_fd);
         c->timer = sd_event_source_disable_unref(c->timer);
         c->kick = sd_event_source_disable_unref(c->kick);
+        c->watchdog = sd_event_source_disable_unref(c->watchdog);
         c->reaper = sd_event_source_disable_unref(c->reaper);
         free((char *) c->opts.ca_file);
         sd_event_unref(c->event);

@@ -27,7 +27,7 @@ typedef struct HttpRequest HttpRequest;
 
 typedef struct HttpClientOptions {
         uint64_t connect_timeout_usec; /* 0: 10 s */
-        uint64_t idle_timeout_usec;    /* no byte received for this long aborts; 0: 300 s */
+        uint64_t idle_timeout_usec;    /* no byte received for this long aborts (see below); 0: 300 s */
         unsigned max_connections;      /* total open connections; 0: 1024 */
         unsigned max_idle_connections; /* kept alive for reuse; 0: 256 */
         size_t max_response_headers;   /* bytes of response headers; 0: 64 KiB */
@@ -68,8 +68,13 @@ CLUB_DEFINE_CLEANUP(HttpRequest *, http_request_free);
 int http_request_add_header(HttpRequest *r, const char *name, const char *value);
 /* The request body, copied. */
 int http_request_set_body(HttpRequest *r, const void *body, size_t len);
-/* Per-request timeouts, overriding the client's (0 keeps the client's). */
+/* Per-request timeouts, overriding the client's (0 keeps the client's). The idle timeout
+ * bounds the silence between two deliveries once the response has started, and, unless a
+ * response timeout is set, the wait for the response headers too. A transfer its owner
+ * paused is never idle. Timeouts are checked every 200 ms. */
 void http_request_set_timeouts(HttpRequest *r, uint64_t connect_usec, uint64_t idle_usec);
+/* How long to wait for the response headers (0: the idle timeout). */
+void http_request_set_response_timeout(HttpRequest *r, uint64_t usec);
 
 int http_request_start(HttpRequest *r, const HttpRequestCallbacks *cb, void *userdata);
 /* Continue a transfer that on_data paused. Safe to call when not paused. */

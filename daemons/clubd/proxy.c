@@ -63,7 +63,6 @@ struct ProxyRequest {
 
         Upstream *upstream;
         HttpRequest *req;
-        sd_event_source *first_byte_timer;
         bool started;                  /* response headers went to the client */
         bool counted;                  /* counts towards in_flight */
 
@@ -175,7 +174,6 @@ static void proxy_request_unwait(ProxyRequest *pr) {
 }
 
 static void proxy_request_end_upstream(ProxyRequest *pr) {
-        pr->first_byte_timer = sd_event_source_disable_unref(pr->first_byte_timer);
         pr->req = http_request_free(pr->req);
         if (pr->counted) {
                 pr->counted = false;
@@ -497,7 +495,6 @@ static int on_upstream_response(HttpRequest *req, unsigned status, void *userdat
         uint64_t size = UINT64_MAX;
         int r;
 
-        pr->first_byte_timer = sd_event_source_disable_unref(pr->first_byte_timer);
         if (!pr->x)
                 return -ECANCELED;
 
@@ -562,17 +559,6 @@ static void on_upstream_done(HttpRequest *req, int error, void *userdata) {
         proxy_request_end_upstream(pr);
 }
 
-static int on_first_byte_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        ProxyRequest *pr = userdata;
-
-        log_ratelimit_warning(&pr->proxy->log_limit, "Request %s: no answer from upstream %s within %" PRIu64 " s.",
-                              pr->id, pr->upstream->name, pr->proxy->first_byte_timeout_usec / USEC_PER_SEC);
-        proxy_request_end_upstream(pr);
-        (void) respond_error(pr->x, pr->id, 504, "server_error", "upstream_timeout", NULL,
-                             "The local inference server '%s' did not answer in time.", pr->upstream->name);
-        return 0;
-}
-
 static int proxy_forward(ProxyRequest *pr, Upstream *u) {
         static const HttpRequestCallbacks cb = {
                 .on_response = on_upstream_response,
@@ -613,17 +599,14 @@ static int proxy_forward(ProxyRequest *pr, Upstream *u) {
                 if (r < 0)
                         return r;
         }
+        /* FirstByteTimeout bounds the wait for the response headers (504); IdleTimeout the
+         * silence inside a response (a stream is then cut, visibly). */
         http_request_set_timeouts(req, p->connect_timeout_usec, p->idle_timeout_usec);
+        http_request_set_response_timeout(req, p->first_byte_timeout_usec);
 
-        r = sd_event_add_time_relative(p->event, &pr->first_byte_timer, CLOCK_MONOTONIC,
-                                       p->first_byte_timeout_usec, USEC_PER_SEC, on_first_byte_timeout, pr);
+        r = http_request_start(req, &cb, pr);
         if (r < 0)
                 return r;
-        r = http_request_start(req, &cb, pr);
-        if (r < 0) {
-                pr->first_byte_timer = sd_event_source_disable_unref(pr->first_byte_timer);
-                return r;
-        }
         pr->req = TAKE_PTR(req);
         pr->counted = true;
         p->in_flight++;
