@@ -381,6 +381,17 @@ URL=http://127.0.0.1:{dead_port}
     c.close()
     check("a truncated fixed-length response stays visibly truncated", truncated)
 
+    # A small fixed-length response is collected whole first: failing half-way, it becomes a 502.
+    r, d = request(port, "POST", "/v1/chat/completions", {"model": "model-a", "messages": []},
+                   headers={"X-Test-Response-Size": "2000", "X-Test-Die-After": "100"})
+    check("a small response cut half-way is a clean 502 upstream_error",
+          r.status == 502 and is_openai_error(d, "upstream_error"), (r.status, d[:200]))
+    r, d = request(port, "POST", "/v1/chat/completions", {"model": "model-a", "messages": []},
+                   headers={"X-Test-Response-Size": "2000"})
+    check("a small response arrives whole, with the upstream's headers and x-request-id",
+          r.status == 200 and len(d) == 2000 and r.getheader("Content-Type", "").startswith("application/json")
+          and r.getheader("X-Upstream-Name") == "alpha" and r.getheader("x-request-id"), (r.status, len(d)))
+
     # --- error paths -------------------------------------------------------------------------
     cfg_dead = write_config("dead-only.conf", f"[Proxy]\nListen=127.0.0.1:{free_port()}\n[Upstream]\nURL=http://127.0.0.1:{dead_port}/v1\n")
     # (single upstream: requests go to it even without a model listing)
