@@ -33,6 +33,12 @@ struct HttpClient {
         sd_event_source *watchdog;     /* response and idle timeouts, checked while transfers run */
         HttpClientOptions opts;
 
+        /* Easy handles of finished requests, reset and kept: a new one costs an allocation
+         * of several KiB and its initialisation on every request. */
+        CURL *spare[64];
+        size_t n_spare;
+        bool freeing;
+
         unsigned in_curl;      /* depth of calls into libcurl that may run our callbacks */
         HttpRequest *zombies;  /* freed from inside libcurl; removed from the loop later */
         HttpRequest *running;  /* every transfer in the multi handle */
@@ -288,7 +294,12 @@ static void request_detach(HttpRequest *r) {
 }
 
 static void request_destroy(HttpRequest *r) {
-        if (r->easy)
+        HttpClient *c = r->client;
+
+        if (r->easy && !c->freeing && c->n_spare < ELEMENTSOF(c->spare)) {
+                curl_easy_reset(r->easy); /* keeps no options; connections live in the multi handle */
+                c->spare[c->n_spare++] = r->easy;
+        } else if (r->easy)
                 curl_easy_cleanup(r->easy);
         curl_slist_free_all(r->headers);
         request_clear_response(r);
@@ -510,7 +521,7 @@ int http_request_new(HttpClient *c, const char *method, const char *url, HttpReq
                 .client = c,
                 .url = strdup(url),
                 .method = strdup(method),
-                .easy = curl_easy_init(),
+                .easy = c->n_spare > 0 ? c->spare[--c->n_spare] : curl_easy_init(),
         };
         if (!r->url || !r->method || !r->easy)
                 return -ENOMEM;
@@ -789,9 +800,12 @@ HttpClient *http_client_free(HttpClient *c) {
                 return NULL;
         /* Drop parked requests first, then everything still in the multi handle. */
         c->in_curl = 0;
+        c->freeing = true;
         on_reaper(NULL, c);
         while (c->running)
                 http_request_free(c->running);
+        while (c->n_spare > 0)
+                curl_easy_cleanup(c->spare[--c->n_spare]);
         if (c->multi)
                 curl_multi_cleanup(c->multi);
         c->io = sd_event_source_disable_unref(c->io);
