@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,14 +28,33 @@ typedef struct Header {
         char *value;
 } Header;
 
-struct HttpServer {
-        sd_event *event;
+/*
+ * One MHD daemon on the listening socket, with its epoll fd as an IO source. A server has
+ * one current daemon; http_server_set_tls() starts a new one on a dup() of the socket and
+ * retires the old one, quiesced, until its last connection is gone.
+ */
+typedef struct HttpDaemon HttpDaemon;
+struct HttpDaemon {
+        HttpServer *server;
         sd_event_source *io;
         sd_event_source *timer;
         sd_event_source *kick;   /* runs MHD once more after a resume */
         struct MHD_Daemon *mhd;
-        int fd;
+        int fd;                  /* this daemon's own listening fd */
         bool quiesced;
+        unsigned n_connections;
+        HttpDaemon *retired_next;
+};
+
+struct HttpServer {
+        sd_event *event;
+        HttpDaemon *daemon;      /* the one accepting connections */
+        HttpDaemon *retired;     /* quiesced, serving their last connections */
+        sd_event_source *reap;   /* stops retired daemons that have no connection left */
+        int fd;                  /* the listening socket, for new daemons */
+        bool quiesced;
+        char *tls_cert_pem;      /* our copies of opts.tls_* */
+        char *tls_key_pem;
 
         HttpServerOptions opts;
         HttpHandler handler;
@@ -47,6 +67,7 @@ struct HttpServer {
 
 struct HttpExchange {
         HttpServer *server;
+        HttpDaemon *daemon;
         struct MHD_Connection *conn;
         const char *method;
         char *target;
@@ -90,7 +111,7 @@ struct HttpExchange {
         HttpExchange *exchanges_prev, *exchanges_next;
 };
 
-static void server_run(HttpServer *s);
+static void daemon_run(HttpDaemon *d);
 
 /* ---- listening sockets ---------------------------------------------------- */
 
@@ -210,7 +231,7 @@ static void exchange_resume(HttpExchange *x) {
         x->suspended = false;
         MHD_resume_connection(x->conn);
         /* A resumed connection is only looked at by the next MHD_run(). */
-        (void) sd_event_source_set_enabled(x->server->kick, SD_EVENT_ONESHOT);
+        (void) sd_event_source_set_enabled(x->daemon->kick, SD_EVENT_ONESHOT);
 }
 
 static int on_client_hup(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -549,7 +570,8 @@ int http_exchange_foreach_header(HttpExchange *x, HttpHeaderCallback cb, void *u
 /* ---- MHD callbacks -------------------------------------------------------------- */
 
 static void *on_uri_log(void *cls, const char *uri, struct MHD_Connection *c) {
-        HttpServer *s = cls;
+        HttpDaemon *d = cls;
+        HttpServer *s = d->server;
         HttpExchange *x;
         const char *q;
 
@@ -559,6 +581,7 @@ static void *on_uri_log(void *cls, const char *uri, struct MHD_Connection *c) {
                 return NULL;
         *x = (HttpExchange) {
                 .server = s,
+                .daemon = d,
                 .conn = c,
                 .start_usec = now_usec(CLOCK_MONOTONIC),
                 .target = strdup(uri ?: "/"),
@@ -601,7 +624,7 @@ static enum MHD_Result queue_simple_error(HttpExchange *x, unsigned status, cons
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_data_size,
                                  void **con_cls) {
-        HttpServer *s = cls;
+        HttpServer *s = ((HttpDaemon *) cls)->server;
         HttpExchange *x = *con_cls;
         int r;
 
@@ -701,7 +724,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         /* MHD closes and frees a finished connection only on its next run, and does not
          * count that as a reason to be run soon: without a kick a client would wait for the
          * idle timeout to see the connection close. */
-        (void) sd_event_source_set_enabled(((HttpServer *) cls)->kick, SD_EVENT_ONESHOT);
+        (void) sd_event_source_set_enabled(((HttpDaemon *) cls)->kick, SD_EVENT_ONESHOT);
         if (!x)
                 return;
         *con_cls = NULL;
@@ -712,18 +735,28 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
-        HttpServer *s = cls;
+        HttpDaemon *d = cls;
+        HttpServer *s = d->server;
         const union MHD_ConnectionInfo *ci;
         int one = 1;
 
         if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                d->n_connections++;
                 s->n_connections++;
                 /* Stream chunks go out as they are written: no Nagle delay. */
                 ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
                 if (ci)
                         (void) setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        } else if (s->n_connections > 0)
-                s->n_connections--;
+        } else {
+                if (s->n_connections > 0)
+                        s->n_connections--;
+                if (d->n_connections > 0)
+                        d->n_connections--;
+                /* A retired daemon is stopped once its last connection is gone, from the
+                 * loop: never inside its own MHD_run(). */
+                if (d->quiesced && d != s->daemon && d->n_connections == 0)
+                        (void) sd_event_source_set_enabled(s->reap, SD_EVENT_ONESHOT);
+        }
 }
 
 _printf_(2, 0)
@@ -738,54 +771,166 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 
 /* ---- the loop --------------------------------------------------------------- */
 
-static void server_arm_timer(HttpServer *s) {
+static void daemon_arm_timer(HttpDaemon *d) {
         MHD_UNSIGNED_LONG_LONG ms;
         int r;
 
-        if (MHD_get_timeout(s->mhd, &ms) != MHD_YES) {
-                (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+        if (MHD_get_timeout(d->mhd, &ms) != MHD_YES) {
+                (void) sd_event_source_set_enabled(d->timer, SD_EVENT_OFF);
                 return;
         }
         if (ms == 0) {
                 /* "Run again now" (e.g. a keep-alive request already read): on the next loop
                  * iteration, with no timerfd round trip. */
-                (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
-                (void) sd_event_source_set_enabled(s->kick, SD_EVENT_ONESHOT);
+                (void) sd_event_source_set_enabled(d->timer, SD_EVENT_OFF);
+                (void) sd_event_source_set_enabled(d->kick, SD_EVENT_ONESHOT);
                 return;
         }
         /* MHD's timeout is relative to now, in milliseconds. */
-        r = sd_event_source_set_time_relative(s->timer, (uint64_t) ms * USEC_PER_MSEC);
+        r = sd_event_source_set_time_relative(d->timer, (uint64_t) ms * USEC_PER_MSEC);
         if (r >= 0)
-                r = sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
+                r = sd_event_source_set_enabled(d->timer, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_debug_errno(r, "Failed to arm HTTP server timer: %m");
 }
 
-static void server_run(HttpServer *s) {
-        (void) MHD_run(s->mhd);
-        server_arm_timer(s);
+static void daemon_run(HttpDaemon *d) {
+        (void) MHD_run(d->mhd);
+        daemon_arm_timer(d);
 }
 
 static int on_mhd_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
-        server_run(userdata);
+        daemon_run(userdata);
         return 0;
 }
 
 static int on_mhd_timer(sd_event_source *es, uint64_t usec, void *userdata) {
-        server_run(userdata);
+        daemon_run(userdata);
         return 0;
 }
 
 static int on_mhd_kick(sd_event_source *es, void *userdata) {
-        server_run(userdata);
+        daemon_run(userdata);
+        return 0;
+}
+
+static HttpDaemon *daemon_free(HttpDaemon *d) {
+        if (!d)
+                return NULL;
+        /* MHD_stop_daemon() aborts while a connection is suspended (an exchange waiting for its
+         * answer or for stream data): resume this daemon's, it then closes them (ok = false). */
+        if (d->server)
+                for (HttpExchange *x = d->server->exchanges; x; x = x->exchanges_next)
+                        if (x->daemon == d)
+                                exchange_resume(x);
+        d->io = sd_event_source_disable_unref(d->io);
+        d->timer = sd_event_source_disable_unref(d->timer);
+        d->kick = sd_event_source_disable_unref(d->kick);
+        if (d->mhd)
+                MHD_stop_daemon(d->mhd); /* closes the listening fd unless quiesced */
+        if (!d->mhd || d->quiesced)
+                safe_close(d->fd);
+        return mfree(d);
+}
+CLUB_DEFINE_CLEANUP(HttpDaemon *, daemon_free);
+
+/* Start an MHD daemon on fd (taken, also on failure) with the server's options and the given
+ * certificate and key (both NULL: plain HTTP). */
+static int daemon_new(HttpServer *s, int fd, const char *cert_pem, const char *key_pem, HttpDaemon **ret) {
+        _cleanup_(daemon_freep) HttpDaemon *d = NULL;
+        const union MHD_DaemonInfo *di;
+        unsigned flags;
+        int r;
+
+        d = new0(HttpDaemon, 1);
+        if (!d) {
+                safe_close(fd);
+                return -ENOMEM;
+        }
+        *d = (HttpDaemon) { .server = s, .fd = fd };
+
+        flags = MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+        if (cert_pem && key_pem)
+                flags |= MHD_USE_TLS;
+
+        /* The connection pool holds the request headers and the response's write buffer. */
+        size_t pool = MAX(s->opts.max_header_size + STREAM_BLOCK_SIZE + 4096, (size_t) 32 * 1024);
+
+        struct MHD_OptionItem options[] = {
+                { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t) on_mhd_log, d },
+                { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
+                { MHD_OPTION_CONNECTION_LIMIT, s->opts.max_connections, NULL },
+                { MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->opts.max_connections_per_ip, NULL },
+                { MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t) pool, NULL },
+                { MHD_OPTION_CONNECTION_TIMEOUT, s->opts.idle_timeout_sec, NULL },
+                { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t) on_uri_log, d },
+                { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_completed, d },
+                { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, d },
+                { MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL },
+                { MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 0, NULL },
+                { cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *) cert_pem },
+                { key_pem ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *) key_pem },
+                { MHD_OPTION_END, 0, NULL },
+        };
+        /* Without TLS the two TLS slots are END and terminate the list early. */
+
+        d->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, d,
+                                  MHD_OPTION_ARRAY, options, MHD_OPTION_END);
+        if (!d->mhd)
+                return -EIO;
+
+        di = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!di)
+                return -EIO;
+        r = sd_event_add_io(s->event, &d->io, di->epoll_fd, EPOLLIN, on_mhd_io, d);
+        if (r < 0)
+                return r;
+        /* Only MHD's idle timeouts (seconds) go through the timer, so it may be late by 250 ms;
+         * a timeout of 0 goes through the kick (daemon_arm_timer()). Never accuracy 0 for
+         * "run now": sd-event takes 0 as its default, 250 ms. */
+        r = sd_event_add_time_relative(s->event, &d->timer, CLOCK_MONOTONIC, 0, 250 * USEC_PER_MSEC, on_mhd_timer, d);
+        if (r < 0)
+                return r;
+        r = sd_event_add_defer(s->event, &d->kick, on_mhd_kick, d);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(d->kick, SD_EVENT_OFF);
+        daemon_arm_timer(d);
+
+        *ret = TAKE_PTR(d);
+        return 0;
+}
+
+static int daemon_quiesce(HttpDaemon *d) {
+        if (d->quiesced)
+                return 0;
+        if (MHD_quiesce_daemon(d->mhd) < 0)
+                return -EIO;
+        d->quiesced = true;
+        return 0;
+}
+
+static int on_reap(sd_event_source *es, void *userdata) {
+        HttpServer *s = userdata;
+
+        for (HttpDaemon **p = &s->retired; *p; ) {
+                HttpDaemon *d = *p;
+
+                if (d->n_connections > 0) {
+                        p = &d->retired_next;
+                        continue;
+                }
+                *p = d->retired_next;
+                log_debug("HTTP server: the daemon retired by a TLS change has no connection left; stopping it.");
+                daemon_free(d);
+        }
         return 0;
 }
 
 int http_server_new(sd_event *event, int fd, const HttpServerOptions *opts,
                     HttpHandler handler, void *userdata, HttpServer **ret) {
         _cleanup_(http_server_freep) HttpServer *s = NULL;
-        const union MHD_DaemonInfo *di;
-        unsigned flags;
+        _cleanup_(closep) int daemon_fd = -EBADF;
         int r;
 
         assert(event && fd >= 0 && handler && ret);
@@ -812,54 +957,27 @@ int http_server_new(sd_event *event, int fd, const HttpServerOptions *opts,
                 s->opts.stream_buffer_max = DEFAULT_STREAM_BUFFER_MAX;
         if (s->opts.idle_timeout_sec == 0)
                 s->opts.idle_timeout_sec = DEFAULT_IDLE_TIMEOUT_SEC;
+        if (s->opts.tls_cert_pem && s->opts.tls_key_pem) {
+                s->tls_cert_pem = strdup(s->opts.tls_cert_pem);
+                s->tls_key_pem = strdup(s->opts.tls_key_pem);
+                if (!s->tls_cert_pem || !s->tls_key_pem)
+                        return -ENOMEM;
+        }
+        s->opts.tls_cert_pem = s->tls_cert_pem;
+        s->opts.tls_key_pem = s->tls_key_pem;
 
-        flags = MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
-        if (s->opts.tls_cert_pem && s->opts.tls_key_pem)
-                flags |= MHD_USE_TLS;
-
-        /* The connection pool holds the request headers and the response's write buffer. */
-        size_t pool = MAX(s->opts.max_header_size + STREAM_BLOCK_SIZE + 4096, (size_t) 32 * 1024);
-
-        struct MHD_OptionItem options[] = {
-                { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t) on_mhd_log, s },
-                { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
-                { MHD_OPTION_CONNECTION_LIMIT, s->opts.max_connections, NULL },
-                { MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->opts.max_connections_per_ip, NULL },
-                { MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t) pool, NULL },
-                { MHD_OPTION_CONNECTION_TIMEOUT, s->opts.idle_timeout_sec, NULL },
-                { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t) on_uri_log, s },
-                { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_completed, s },
-                { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, s },
-                { MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL },
-                { MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 0, NULL },
-                { s->opts.tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *) s->opts.tls_cert_pem },
-                { s->opts.tls_key_pem ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *) s->opts.tls_key_pem },
-                { MHD_OPTION_END, 0, NULL },
-        };
-        /* Without TLS the two TLS slots are END and terminate the list early. */
-
-        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
-                                  MHD_OPTION_ARRAY, options, MHD_OPTION_END);
-        if (!s->mhd)
-                return -EIO;
-
-        di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-        if (!di)
-                return -EIO;
-        r = sd_event_add_io(event, &s->io, di->epoll_fd, EPOLLIN, on_mhd_io, s);
+        r = sd_event_add_defer(event, &s->reap, on_reap, s);
         if (r < 0)
                 return r;
-        /* Only MHD's idle timeouts (seconds) go through the timer, so it may be late by 250 ms;
-         * a timeout of 0 goes through the kick (server_arm_timer()). Never accuracy 0 for
-         * "run now": sd-event takes 0 as its default, 250 ms. */
-        r = sd_event_add_time_relative(event, &s->timer, CLOCK_MONOTONIC, 0, 250 * USEC_PER_MSEC, on_mhd_timer, s);
+        (void) sd_event_source_set_enabled(s->reap, SD_EVENT_OFF);
+
+        /* Each daemon owns its own fd; s->fd stays ours, for the daemons of later TLS changes. */
+        daemon_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (daemon_fd < 0)
+                return -errno;
+        r = daemon_new(s, TAKE_FD(daemon_fd), s->tls_cert_pem, s->tls_key_pem, &s->daemon);
         if (r < 0)
                 return r;
-        r = sd_event_add_defer(event, &s->kick, on_mhd_kick, s);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_enabled(s->kick, SD_EVENT_OFF);
-        server_arm_timer(s);
 
         *ret = TAKE_PTR(s);
         return 0;
@@ -868,29 +986,81 @@ int http_server_new(sd_event *event, int fd, const HttpServerOptions *opts,
 HttpServer *http_server_free(HttpServer *s) {
         if (!s)
                 return NULL;
-        /* MHD_stop_daemon() aborts while a connection is suspended (an exchange waiting for its
-         * answer or for stream data): resume them all, it then closes them (ok = false). */
-        for (HttpExchange *x = s->exchanges; x; x = x->exchanges_next)
-                exchange_resume(x);
-        s->io = sd_event_source_disable_unref(s->io);
-        s->timer = sd_event_source_disable_unref(s->timer);
-        s->kick = sd_event_source_disable_unref(s->kick);
-        if (s->mhd)
-                MHD_stop_daemon(s->mhd); /* closes the listening socket unless quiesced */
-        else
-                safe_close(s->fd);
-        if (s->quiesced)
-                safe_close(s->fd);
+        s->daemon = daemon_free(s->daemon);
+        while (s->retired) {
+                HttpDaemon *d = s->retired;
+
+                s->retired = d->retired_next;
+                daemon_free(d);
+        }
+        s->reap = sd_event_source_disable_unref(s->reap);
+        safe_close(s->fd);
+        s->tls_cert_pem = erase_and_free(s->tls_cert_pem);
+        s->tls_key_pem = erase_and_free(s->tls_key_pem);
         sd_event_unref(s->event);
         return mfree(s);
 }
 
 int http_server_quiesce(HttpServer *s) {
+        int r;
+
         if (s->quiesced)
                 return 0;
-        if (MHD_quiesce_daemon(s->mhd) < 0)
-                return -EIO;
+        r = daemon_quiesce(s->daemon);
+        if (r < 0)
+                return r;
         s->quiesced = true;
+        return 0;
+}
+
+int http_server_set_tls(HttpServer *s, const char *cert_pem, const char *key_pem) {
+        _cleanup_(erase_and_freep) char *cert = NULL, *key = NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        HttpDaemon *d = NULL, *old;
+        int r;
+
+        assert(s);
+        if (!cert_pem != !key_pem)
+                return -EINVAL;
+        if (s->quiesced)
+                return -ESHUTDOWN;
+        if (cert_pem) {
+                cert = strdup(cert_pem);
+                key = strdup(key_pem);
+                if (!cert || !key)
+                        return -ENOMEM;
+        }
+
+        /* The new daemon accepts on the same socket, so no connection is refused: until the
+         * old one is quiesced either may take one. MHD checks certificate and key here. */
+        fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        r = daemon_new(s, TAKE_FD(fd), cert, key, &d);
+        if (r < 0)
+                return r;
+
+        old = s->daemon;
+        r = daemon_quiesce(old);
+        if (r < 0) {
+                daemon_free(d);
+                return r;
+        }
+        s->daemon = d;
+        old->retired_next = s->retired;
+        s->retired = old;
+        if (old->n_connections == 0)
+                (void) sd_event_source_set_enabled(s->reap, SD_EVENT_ONESHOT);
+        /* The quiesced daemon keeps serving its connections through its own IO source; it may
+         * have work pending that no longer shows on the listening socket. */
+        (void) sd_event_source_set_enabled(old->kick, SD_EVENT_ONESHOT);
+
+        erase_and_free(s->tls_cert_pem);
+        erase_and_free(s->tls_key_pem);
+        s->tls_cert_pem = TAKE_PTR(cert);
+        s->tls_key_pem = TAKE_PTR(key);
+        s->opts.tls_cert_pem = s->tls_cert_pem;
+        s->opts.tls_key_pem = s->tls_key_pem;
         return 0;
 }
 

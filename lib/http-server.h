@@ -67,6 +67,22 @@ int http_socket_port(int fd, uint16_t *ret);
 
 /* Stop accepting new connections; running exchanges go on. */
 int http_server_quiesce(HttpServer *s);
+
+/**
+ * http_server_set_tls() - switch to a new certificate and key without refusing connections
+ * @s:        the server
+ * @cert_pem: the new PEM certificate chain, or NULL (with @key_pem NULL) for plain HTTP
+ * @key_pem:  its PEM private key (copied, and wiped when replaced)
+ *
+ * Starts a new MHD daemon on a dup() of the listening socket with the new certificate and
+ * quiesces the old one, which serves its open connections to their end and is then
+ * stopped. New connections get the new certificate; nothing in flight is cut.
+ *
+ * Return: 0; -EINVAL if only one of @cert_pem and @key_pem is given; -EIO if MHD refuses
+ * the certificate or key (the old ones stay in use); -ESHUTDOWN after http_server_quiesce();
+ * -ENOMEM, or the errno of dup().
+ */
+int http_server_set_tls(HttpServer *s, const char *cert_pem, const char *key_pem);
 unsigned http_server_n_connections(HttpServer *s);
 unsigned http_server_n_exchanges(HttpServer *s);
 

@@ -13,7 +13,7 @@ build=(meson ninja-build pkg-config gcc libc6-dev
        libssl-dev libseccomp-dev libnl-3-dev libnl-genl-3-dev libnl-route-3-dev check)
 # Tests: real WireGuard (userspace in namespaces, the kernel's in a qemu guest), real clients,
 # and a private system bus with the real dbus-daemon and polkitd.
-tests=(python3 curl socat procps util-linux iproute2 iputils-ping wireguard-go wireguard-tools
+tests=(python3 curl openssl socat procps util-linux iproute2 iputils-ping wireguard-go wireguard-tools
        qemu-system-x86 busybox-static cpio linux-image-amd64 ca-certificates
        dbus-daemon polkitd systemd)
 # Benchmarks: nginx as the reference proxy.

@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "conf-parser.h"
+#include "gateway-config.h"
+#include "log.h"
+#include "parse-util.h"
+
+GatewayConfig *gateway_config_free(GatewayConfig *c) {
+        if (!c)
+                return NULL;
+        free(c->state_path);
+        free(c->mesh_prefix);
+        free(c->public_listen);
+        free(c->tls_certificate);
+        free(c->tls_key);
+        free(c->mesh_listen);
+        return mfree(c);
+}
+
+/* "ADDR:PORT" as http_listen() takes it: port 0 (any free port) is allowed here. */
+static CONFIG_PARSER_PROTOTYPE(parse_listen) {
+        char **s = data;
+        struct sockaddr_storage ss;
+        socklen_t len;
+        _cleanup_free_ char *copy = NULL;
+        const char *colon;
+
+        if (isempty(value)) {
+                *s = mfree(*s);
+                return 0;
+        }
+        colon = strrchr(value, ':');
+        if (colon && streq(colon, ":0")) {
+                if (asprintf(&copy, "%.*s:1", (int) (colon - value), value) < 0)
+                        return -ENOMEM;
+        }
+        if (parse_sockaddr(copy ?: value, &ss, &len) < 0) {
+                config_set_reason(ctx, "expected ADDRESS:PORT, e.g. 0.0.0.0:443 or [::]:443");
+                return -EINVAL;
+        }
+        return free_and_strdup(s, value);
+}
+
+static CONFIG_PARSER_PROTOTYPE(parse_mesh_prefix) {
+        char **s = data;
+        struct in_addr a;
+        unsigned len;
+        const char *slash;
+        _cleanup_free_ char *addr = NULL;
+
+        if (isempty(value)) {
+                *s = mfree(*s);
+                return 0;
+        }
+        slash = strchr(value, '/');
+        if (!slash || parse_uint(slash + 1, &len) < 0 || len < 8 || len > 30) {
+                config_set_reason(ctx, "expected an IPv4 prefix a.b.c.d/LEN with LEN from 8 to 30");
+                return -EINVAL;
+        }
+        addr = strndup(value, (size_t) (slash - value));
+        if (!addr)
+                return -ENOMEM;
+        if (inet_pton(AF_INET, addr, &a) != 1) {
+                config_set_reason(ctx, "expected an IPv4 prefix a.b.c.d/LEN with LEN from 8 to 30");
+                return -EINVAL;
+        }
+        return free_and_strdup(s, value);
+}
+
+static CONFIG_PARSER_PROTOTYPE(parse_path) {
+        char **s = data;
+
+        if (isempty(value)) {
+                *s = mfree(*s);
+                return 0;
+        }
+        if (value[0] != '/') {
+                config_set_reason(ctx, "expected an absolute path");
+                return -EINVAL;
+        }
+        return free_and_strdup(s, value);
+}
+
+int gateway_config_load(const char *path, GatewayConfig **ret) {
+        _cleanup_(gateway_config_freep) GatewayConfig *c = NULL;
+        int r;
+
+        c = new0(GatewayConfig, 1);
+        if (!c)
+                return -ENOMEM;
+        *c = (GatewayConfig) {
+                .log_level = -1,
+                .max_connections = 1024,
+                .max_body_size = 8U << 20,
+        };
+
+        const ConfigItem table[] = {
+                { "Gateway", "LogLevel", config_parse_log_level, 0, &c->log_level },
+                { "Gateway", "StatePath", parse_path, 0, &c->state_path },
+                { "Gateway", "MeshPrefix", parse_mesh_prefix, 0, &c->mesh_prefix },
+                { "Public", "Listen", parse_listen, 0, &c->public_listen },
+                { "Public", "TLSCertificate", parse_path, 0, &c->tls_certificate },
+                { "Public", "TLSKey", parse_path, 0, &c->tls_key },
+                { "Public", "MaxConnections", config_parse_uint, 0, &c->max_connections },
+                { "Public", "MaxBodySize", config_parse_size, 0, &c->max_body_size },
+                { "Mesh", "Listen", parse_listen, 0, &c->mesh_listen },
+                {}
+        };
+
+        r = config_parse(path, NULL, table, NULL, CONFIG_MISSING_OK, c);
+        if (r < 0)
+                return r;
+
+        if (!c->state_path) {
+                c->state_path = strdup(GATEWAY_STATE_PATH_DEFAULT);
+                if (!c->state_path)
+                        return -ENOMEM;
+        }
+        if (!c->tls_certificate != !c->tls_key)
+                return log_error_errno(-EINVAL, "%s: [Public] needs both TLSCertificate= and TLSKey=, or neither.", path);
+        if (c->max_connections == 0 || c->max_body_size == 0)
+                return log_error_errno(-EINVAL, "%s: MaxConnections and MaxBodySize in [Public] must be positive.", path);
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+static int read_pem(const char *path, char **ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        _cleanup_(erase_and_freep) char *buf = NULL;
+        struct stat st;
+        size_t n = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if ((uint64_t) st.st_size > GATEWAY_PEM_SIZE_MAX)
+                return -EFBIG;
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (n < (size_t) st.st_size) {
+                ssize_t k = read(fd, buf + n, (size_t) st.st_size - n);
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+        }
+        buf[n] = 0;
+        if (strlen(buf) != n)
+                return -EBADMSG;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int gateway_config_load_tls(const GatewayConfig *c, char **ret_cert, char **ret_key) {
+        _cleanup_free_ char *cert = NULL;
+        _cleanup_(erase_and_freep) char *key = NULL;
+        X509 *x509 = NULL;
+        EVP_PKEY *pkey = NULL;
+        BIO *bio;
+        int r;
+
+        assert(c && ret_cert && ret_key);
+        if (!c->tls_certificate) {
+                *ret_cert = *ret_key = NULL;
+                return 0;
+        }
+        r = read_pem(c->tls_certificate, &cert);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the certificate %s (TLSCertificate= in [Public]): %s",
+                                       c->tls_certificate, r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+        r = read_pem(c->tls_key, &key);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the key %s (TLSKey= in [Public]): %s",
+                                       c->tls_key, r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+
+        /* Check here, with a message a person can act on: MHD would only say "failed". */
+        bio = BIO_new_mem_buf(cert, -1);
+        if (!bio)
+                return -ENOMEM;
+        x509 = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+        if (!x509) {
+                ERR_clear_error();
+                return log_error_errno(-EBADMSG, "%s (TLSCertificate= in [Public]) holds no PEM certificate.",
+                                       c->tls_certificate);
+        }
+        bio = BIO_new_mem_buf(key, -1);
+        if (!bio) {
+                X509_free(x509);
+                return -ENOMEM;
+        }
+        pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+        if (!pkey) {
+                ERR_clear_error();
+                X509_free(x509);
+                return log_error_errno(-EBADMSG, "%s (TLSKey= in [Public]) holds no unencrypted PEM private key.",
+                                       c->tls_key);
+        }
+        r = X509_check_private_key(x509, pkey) == 1 ? 0 : -EKEYREJECTED;
+        ERR_clear_error();
+        EVP_PKEY_free(pkey);
+        X509_free(x509);
+        if (r < 0)
+                return log_error_errno(r, "The key %s does not belong to the certificate %s.",
+                                       c->tls_key, c->tls_certificate);
+
+        *ret_cert = TAKE_PTR(cert);
+        *ret_key = TAKE_PTR(key);
+        return 0;
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * club-gatewayd's configuration: /etc/club/gatewayd.conf and /etc/club/gatewayd.conf.d/
+ * (*.conf). See docs/club-gatewayd.md for every key.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+
+#define GATEWAY_CONFIG_PATH CLUB_CONFDIR "/gatewayd.conf"
+#define GATEWAY_STATE_PATH_DEFAULT "/var/lib/club-gatewayd/store.db"
+#define GATEWAY_MESH_PORT_DEFAULT 8443U
+/* A PEM certificate chain or key larger than this is refused. */
+#define GATEWAY_PEM_SIZE_MAX (1024U * 1024U)
+
+typedef struct GatewayConfig {
+        int log_level;
+        char *state_path;
+        char *mesh_prefix;          /* NULL: the store's default (100.96.0.0/16) */
+
+        char *public_listen;        /* "ADDR:PORT"; NULL: socket activation or --listen only */
+        char *tls_certificate;      /* PEM file; set together with tls_key, or neither */
+        char *tls_key;
+        unsigned max_connections;
+        uint64_t max_body_size;
+
+        char *mesh_listen;          /* "ADDR:PORT"; NULL: the gateway's mesh address, port 8443 */
+} GatewayConfig;
+
+/**
+ * gateway_config_load() - parse the configuration file and its drop-ins
+ * @path: the main file; a missing one means "all defaults"
+ * @ret:  the configuration
+ *
+ * Every problem is logged, naming the file and line.
+ *
+ * Return: 0, -EINVAL for an invalid file, -ENOMEM, or the errno of a file that cannot be read.
+ */
+int gateway_config_load(const char *path, GatewayConfig **ret);
+GatewayConfig *gateway_config_free(GatewayConfig *c);
+CLUB_DEFINE_CLEANUP(GatewayConfig *, gateway_config_free);
+
+/**
+ * gateway_config_load_tls() - read and check the PEM certificate chain and key
+ * @c:        the configuration; without TLSCertificate= nothing is read
+ * @ret_cert: the certificate chain (NULL without TLS)
+ * @ret_key:  the private key (NULL without TLS); wipe it with erase_and_free()
+ *
+ * Checks that the certificate and the key parse and belong together; the reason is logged.
+ *
+ * Return: 0, -ENOENT/-EACCES/… for an unreadable file, -EFBIG for one larger than
+ * GATEWAY_PEM_SIZE_MAX, -EBADMSG for one that is not a usable certificate or key, or
+ * -EKEYREJECTED when the key does not match the certificate.
+ */
+int gateway_config_load_tls(const GatewayConfig *c, char **ret_cert, char **ret_key);

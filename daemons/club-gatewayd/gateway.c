@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "config.h"
+#include "gateway.h"
+#include "http-server.h"
+#include "json-util.h"
+#include "log.h"
+#include "parse-util.h"
+#include "store.h"
+
+struct Gateway {
+        sd_event *event;
+        Store *store;
+        HttpServer *public;
+        HttpServer *mesh;
+        bool tls;
+        char public_address[64];
+        char mesh_address[64];
+};
+
+Gateway *gateway_free(Gateway *g) {
+        if (!g)
+                return NULL;
+        g->public = http_server_free(g->public);
+        g->mesh = http_server_free(g->mesh);
+        g->store = store_close(g->store);
+        sd_event_unref(g->event);
+        return mfree(g);
+}
+
+int gateway_providers_online(Gateway *g, size_t *ret) {
+        StoreProviderFilter filter = { .online_only = true };
+        StoreProvider *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = store_provider_list(g->store, &filter, &l, &n);
+        if (r < 0)
+                return r;
+        store_providers_free(l, n);
+        *ret = n;
+        return 0;
+}
+
+static int respond_unknown_url(HttpExchange *x) {
+        return http_exchange_respond_error(x, 404, "invalid_request_error", "unknown_url", NULL,
+                                           "Unknown request URL: %s %s.",
+                                           http_exchange_method(x), http_exchange_path(x));
+}
+
+static int handle_healthz(Gateway *g, HttpExchange *x) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_free_ char *body = NULL;
+        size_t n = 0, len;
+        int r;
+
+        if (!streq(http_exchange_method(x), "GET") && !streq(http_exchange_method(x), "HEAD")) {
+                (void) http_exchange_add_header(x, "Allow", "GET, HEAD");
+                return http_exchange_respond_error(x, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                                   "Use GET for /healthz.");
+        }
+        r = gateway_providers_online(g, &n);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to count the providers online for /healthz: %m");
+                return http_exchange_respond_error(x, 503, "server_error", "store_unavailable", NULL,
+                                                   "The gateway's store is not available.");
+        }
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (jobj_add_string(o, "status", "ok") < 0 ||
+            jobj_add_string(o, "version", PACKAGE_VERSION) < 0 ||
+            jobj_add_int64(o, "providers_online", (int64_t) n) < 0)
+                return -ENOMEM;
+        r = jobj_to_string(o, &body, &len);
+        if (r < 0)
+                return r;
+        (void) http_exchange_add_header(x, "Cache-Control", "no-store");
+        return http_exchange_respond(x, 200, "application/json", body, len);
+}
+
+static int on_public_request(HttpExchange *x, void *userdata) {
+        Gateway *g = userdata;
+
+        if (streq(http_exchange_path(x), "/healthz"))
+                return handle_healthz(g, x);
+        return respond_unknown_url(x);
+}
+
+static int on_mesh_request(HttpExchange *x, void *userdata) {
+        /* Heartbeats and the other control requests from agents land here next. */
+        return respond_unknown_url(x);
+}
+
+/* Listen on the gateway's mesh address with IP_FREEBIND: the WireGuard hub interface may
+ * come up after us, and the listener then works as soon as the address exists. */
+static int mesh_listen_default(Store *store, int *ret_fd, char *address, size_t size) {
+        _cleanup_(closep) int fd = -EBADF;
+        struct sockaddr_in sa = {
+                .sin_family = AF_INET,
+                .sin_port = htons(GATEWAY_MESH_PORT_DEFAULT),
+        };
+        int one = 1;
+
+        store_gateway_address(store, &sa.sin_addr);
+        format_sockaddr((struct sockaddr *) &sa, address, size);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+            setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one) < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0)
+                return -errno;
+        if (listen(fd, SOMAXCONN) < 0)
+                return -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static void format_listener(int fd, char *buf, size_t size) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+
+        if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
+                snprintf(buf, size, "fd %d", fd);
+        else
+                format_sockaddr((struct sockaddr *) &ss, buf, size);
+}
+
+int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int mesh_fd,
+                const char *cert_pem, const char *key_pem, Gateway **ret) {
+        _cleanup_(gateway_freep) Gateway *g = NULL;
+        _cleanup_(closep) int pfd = public_fd, mfd = mesh_fd;
+        StoreOptions sopts = { .mesh_prefix = cfg->mesh_prefix };
+        HttpServerOptions hopts = {
+                .max_connections = cfg->max_connections,
+                .max_body_size = cfg->max_body_size,
+                .tls_cert_pem = cert_pem,
+                .tls_key_pem = key_pem,
+        };
+        int r;
+
+        assert(event && cfg && public_fd >= 0 && ret);
+
+        g = new0(Gateway, 1);
+        if (!g)
+                return log_oom();
+        *g = (Gateway) {
+                .event = sd_event_ref(event),
+                .tls = cert_pem && key_pem,
+        };
+
+        r = store_open(cfg->state_path, &sopts, &g->store);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open the store %s (StatePath= in [Gateway]): %m", cfg->state_path);
+
+        format_listener(pfd, g->public_address, sizeof g->public_address);
+        r = http_server_new(event, TAKE_FD(pfd), &hopts, on_public_request, g, &g->public);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the public %s listener on %s%s: %m",
+                                       g->tls ? "HTTPS" : "HTTP", g->public_address,
+                                       g->tls ? " (is the certificate or key unusable?)" : "");
+
+        if (mfd < 0 && cfg->mesh_listen) {
+                r = http_listen(cfg->mesh_listen, &mfd);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to listen on %s (Listen= in [Mesh]): %m", cfg->mesh_listen);
+        } else if (mfd < 0) {
+                char a[64];
+
+                r = mesh_listen_default(g->store, &mfd, a, sizeof a);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to listen on the gateway's mesh address %s: %m", a);
+        }
+        format_listener(mfd, g->mesh_address, sizeof g->mesh_address);
+        /* Control traffic is small: the public limits are plenty. */
+        r = http_server_new(event, TAKE_FD(mfd), &(HttpServerOptions) {
+                                    .max_connections = cfg->max_connections,
+                                    .max_body_size = cfg->max_body_size,
+                            }, on_mesh_request, g, &g->mesh);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the mesh listener on %s: %m", g->mesh_address);
+
+        *ret = TAKE_PTR(g);
+        return 0;
+}
+
+int gateway_set_tls(Gateway *g, const char *cert_pem, const char *key_pem) {
+        int r;
+
+        r = http_server_set_tls(g->public, cert_pem, key_pem);
+        if (r < 0)
+                return r;
+        g->tls = cert_pem && key_pem;
+        return 0;
+}
+
+void gateway_stop_accepting(Gateway *g) {
+        int r;
+
+        r = http_server_quiesce(g->public);
+        if (r < 0)
+                log_warning_errno(r, "Failed to stop accepting on the public listener, ignoring: %m");
+        r = http_server_quiesce(g->mesh);
+        if (r < 0)
+                log_warning_errno(r, "Failed to stop accepting on the mesh listener, ignoring: %m");
+}
+
+unsigned gateway_in_flight(Gateway *g) {
+        return http_server_n_exchanges(g->public) + http_server_n_exchanges(g->mesh);
+}
+
+int gateway_status_line(Gateway *g, char **ret) {
+        size_t n = 0;
+        int r;
+
+        r = gateway_providers_online(g, &n);
+        if (r < 0) {
+                if (asprintf(ret, "Serving %s on %s, mesh control on %s; the store is not answering.",
+                             g->tls ? "HTTPS" : "HTTP", g->public_address, g->mesh_address) < 0)
+                        return -ENOMEM;
+                return 0;
+        }
+        if (asprintf(ret, "Serving %s on %s, mesh control on %s; %zu provider(s) online.",
+                     g->tls ? "HTTPS" : "HTTP", g->public_address, g->mesh_address, n) < 0)
+                return -ENOMEM;
+        return 0;
+}

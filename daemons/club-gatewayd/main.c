@@ -1,0 +1,344 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * club-gatewayd — the club gateway: the public, OpenAI-compatible entry point and the hub
+ * of the WireGuard mesh. See docs/club-gatewayd.md.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "gateway-config.h"
+#include "gateway.h"
+#include "http-server.h"
+#include "log.h"
+
+#define SHUTDOWN_GRACE_USEC (10 * USEC_PER_SEC)
+#define STATUS_INTERVAL_USEC (10 * USEC_PER_SEC)
+
+static const char *arg_config = GATEWAY_CONFIG_PATH;
+static const char *arg_listen = NULL;
+static int arg_log_level = -1;
+static bool arg_check_config = false;
+
+typedef struct Daemon {
+        sd_event *event;
+        Gateway *gateway;
+        GatewayConfig *config;
+        sd_event_source *shutdown_timer;
+        uint64_t shutdown_deadline;
+        bool stopping;
+} Daemon;
+
+static void help(void) {
+        printf("Usage: club-gatewayd [OPTIONS]\n\n"
+               "The club gateway: the public OpenAI-compatible API and the hub of the mesh.\n\n"
+               "  -c, --config=PATH      configuration file (default: %s, plus PATH.d/*.conf)\n"
+               "      --listen=ADDR:PORT public listener when not socket-activated\n"
+               "                         (overrides Listen= in [Public])\n"
+               "      --log-level=LEVEL  debug, info, notice, warning, err (default: info,\n"
+               "                         or LogLevel= in the config, or $CLUB_LOG_LEVEL)\n"
+               "      --check-config     parse the configuration, report problems, and exit\n"
+               "  -h, --help             show this help\n"
+               "      --version          show the version\n",
+               GATEWAY_CONFIG_PATH);
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_LOG_LEVEL = 0x100, ARG_VERSION, ARG_CHECK_CONFIG, ARG_LISTEN };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "listen", required_argument, NULL, ARG_LISTEN },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {}
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0)
+                switch (c) {
+                case 'c':
+                        arg_config = optarg;
+                        break;
+                case ARG_LISTEN:
+                        arg_listen = optarg;
+                        break;
+                case ARG_LOG_LEVEL:
+                        arg_log_level = log_level_from_string(optarg);
+                        if (arg_log_level < 0)
+                                return log_error_errno(-EINVAL, "Unknown log level '%s'; use debug, info, notice, warning or err.", optarg);
+                        break;
+                case ARG_CHECK_CONFIG:
+                        arg_check_config = true;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("club-gatewayd %s\n", PACKAGE_VERSION);
+                        return 0;
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc)
+                return log_error_errno(-EINVAL, "Unexpected argument '%s'. See club-gatewayd --help.", argv[optind]);
+        return 1;
+}
+
+static void apply_log_level(const GatewayConfig *cfg) {
+        if (arg_log_level >= 0)
+                log_set_max_level(arg_log_level);
+        else if (getenv("CLUB_LOG_LEVEL"))
+                (void) log_parse_environment();
+        else if (cfg && cfg->log_level >= 0)
+                log_set_max_level(cfg->log_level);
+}
+
+static int fd_set_nonblock(int fd) {
+        int flags = fcntl(fd, F_GETFL);
+
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return -errno;
+        return 0;
+}
+
+/*
+ * The listeners systemd passed in: the one named "public" (FileDescriptorName=public), or
+ * the only one if it has no name; one named "mesh" is the mesh listener. Others are closed.
+ * Returns the number of fds received.
+ */
+static int listen_fds_take(int *ret_public, int *ret_mesh) {
+        char **names = NULL;
+        int n, public_fd = -EBADF, mesh_fd = -EBADF;
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error_errno(n, "Failed to read the sockets passed by systemd: %m");
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                const char *name = names ? names[i] : NULL;
+
+                if (streq_ptr(name, "public") || (n == 1 && (!name || streq(name, "unknown"))))
+                        public_fd = fd;
+                else if (streq_ptr(name, "mesh"))
+                        mesh_fd = fd;
+                else {
+                        log_warning("Ignoring socket fd %d named '%s' passed by systemd: expected 'public' or 'mesh'.",
+                                    fd, strna(name));
+                        safe_close(fd);
+                }
+                if (fd == public_fd || fd == mesh_fd)
+                        (void) fd_set_nonblock(fd);
+        }
+        if (names)
+                for (int i = 0; i < n; i++)
+                        free(names[i]);
+        free(names);
+        if (n > 0 && public_fd < 0) {
+                safe_close(mesh_fd);
+                return log_error_errno(-EBADF, "systemd passed %d socket(s) but none named 'public' (FileDescriptorName=public).", n);
+        }
+        *ret_public = public_fd;
+        *ret_mesh = mesh_fd;
+        return n;
+}
+
+static void notify_status(Daemon *d) {
+        _cleanup_free_ char *line = NULL;
+
+        if (d->stopping || gateway_status_line(d->gateway, &line) < 0)
+                return;
+        (void) sd_notifyf(false, "STATUS=%s", line);
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
+
+        notify_status(d);
+        (void) sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
+        return 0;
+}
+
+static int on_shutdown_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
+        unsigned n = gateway_in_flight(d->gateway);
+
+        if (n == 0 || now_usec(CLOCK_MONOTONIC) >= d->shutdown_deadline) {
+                if (n > 0)
+                        log_warning("Stopping with %u request(s) still in flight.", n);
+                return sd_event_exit(d->event, 0);
+        }
+        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Daemon *d = userdata;
+        int r;
+
+        if (d->stopping)
+                return sd_event_exit(d->event, 0);  /* second signal: now */
+        d->stopping = true;
+        log_info("Stopping: no new connections; waiting up to %" PRIu64 " s for %u request(s) in flight.",
+                 SHUTDOWN_GRACE_USEC / USEC_PER_SEC, gateway_in_flight(d->gateway));
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: finishing requests in flight.");
+        gateway_stop_accepting(d->gateway);
+        d->shutdown_deadline = now_usec(CLOCK_MONOTONIC) + SHUTDOWN_GRACE_USEC;
+        r = sd_event_add_time_relative(d->event, &d->shutdown_timer, CLOCK_MONOTONIC, 0, 0, on_shutdown_timer, d);
+        if (r < 0)
+                return sd_event_exit(d->event, 0);
+        return 0;
+}
+
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Daemon *d = userdata;
+        _cleanup_(gateway_config_freep) GatewayConfig *cfg = NULL;
+        _cleanup_free_ char *cert = NULL;
+        _cleanup_(erase_and_freep) char *key = NULL;
+        int r;
+
+        if (d->stopping)
+                return 0;
+        (void) sd_notify(false, "RELOADING=1\nSTATUS=Reloading the configuration and certificate.");
+        r = gateway_config_load(arg_config, &cfg);
+        if (r < 0) {
+                log_error_errno(r, "Failed to reload %s, keeping the running configuration: %m", arg_config);
+                goto done;
+        }
+        r = gateway_config_load_tls(cfg, &cert, &key);
+        if (r < 0) {
+                log_error("Keeping the running certificate.");
+                goto done;
+        }
+        if (!streq_ptr(cfg->state_path, d->config->state_path) ||
+            !streq_ptr(cfg->mesh_prefix, d->config->mesh_prefix) ||
+            !streq_ptr(cfg->public_listen, d->config->public_listen) ||
+            !streq_ptr(cfg->mesh_listen, d->config->mesh_listen) ||
+            cfg->max_connections != d->config->max_connections ||
+            cfg->max_body_size != d->config->max_body_size)
+                log_warning("Only LogLevel=, TLSCertificate= and TLSKey= apply on reload; the other changes take a restart.");
+        r = gateway_set_tls(d->gateway, cert, key);
+        if (r < 0) {
+                log_error_errno(r, "Failed to apply the new certificate, keeping the running one: %m");
+                goto done;
+        }
+        apply_log_level(cfg);
+        gateway_config_free(d->config);
+        d->config = TAKE_PTR(cfg);
+        if (d->config->tls_certificate)
+                log_info("Configuration reloaded; new connections use the certificate %s.", d->config->tls_certificate);
+        else
+                log_info("Configuration reloaded; the public listener speaks plain HTTP.");
+done:
+        (void) sd_notify(false, "READY=1");
+        notify_status(d);
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        _cleanup_(gateway_config_freep) GatewayConfig *cfg = NULL;
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        _cleanup_(sd_event_source_unrefp) sd_event_source *status_timer = NULL;
+        _cleanup_free_ char *cert = NULL, *status = NULL;
+        _cleanup_(erase_and_freep) char *key = NULL;
+        Daemon d = {};
+        sigset_t mask;
+        int public_fd = -EBADF, mesh_fd = -EBADF, n, r;
+        const char *listen_address;
+
+        (void) log_parse_environment();
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+        r = gateway_config_load(arg_config, &cfg);
+        if (r < 0) {
+                log_error_errno(r, "Cannot start: the configuration in %s is not usable: %m", arg_config);
+                return EXIT_FAILURE;
+        }
+        apply_log_level(cfg);
+        r = gateway_config_load_tls(cfg, &cert, &key);
+        if (r < 0) {
+                log_error("Cannot start: the public listener's certificate or key is not usable.");
+                return EXIT_FAILURE;
+        }
+        if (arg_check_config) {
+                printf("%s: OK%s.\n", arg_config, cert ? ", certificate and key usable" : "");
+                return EXIT_SUCCESS;
+        }
+
+        (void) signal(SIGPIPE, SIG_IGN);
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(-errno, "Failed to block signals: %m"), EXIT_FAILURE;
+
+        n = listen_fds_take(&public_fd, &mesh_fd);
+        if (n < 0)
+                return EXIT_FAILURE;
+        listen_address = arg_listen ?: cfg->public_listen;
+        if (n > 0) {
+                if (arg_listen)
+                        log_notice("Socket-activated: ignoring --listen=%s.", arg_listen);
+                log_debug("Using the public listener passed by systemd (fd %d).", public_fd);
+        } else {
+                if (!listen_address) {
+                        log_error("Nothing to listen on: not socket-activated, and neither --listen= nor Listen= in [Public] is set.");
+                        return EXIT_FAILURE;
+                }
+                r = http_listen(listen_address, &public_fd);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to listen on %s (%s): %m", listen_address,
+                                        arg_listen ? "--listen" : "Listen= in [Public]");
+                        safe_close(mesh_fd);
+                        return EXIT_FAILURE;
+                }
+        }
+
+        r = sd_event_default(&event);
+        if (r < 0) {
+                safe_close(public_fd);
+                safe_close(mesh_fd);
+                return log_error_errno(r, "Failed to create the event loop: %m"), EXIT_FAILURE;
+        }
+        d.event = event;
+        (void) sd_event_set_watchdog(event, true);
+        (void) sd_event_add_signal(event, NULL, SIGTERM, on_terminate, &d);
+        (void) sd_event_add_signal(event, NULL, SIGINT, on_terminate, &d);
+        (void) sd_event_add_signal(event, NULL, SIGHUP, on_reload, &d);
+
+        r = gateway_new(event, cfg, public_fd, mesh_fd, cert, key, &d.gateway);
+        if (r < 0)
+                return EXIT_FAILURE;
+        d.config = TAKE_PTR(cfg);
+
+        r = sd_event_add_time_relative(event, &status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC, 0, on_status_timer, &d);
+        if (r >= 0)
+                (void) sd_event_source_set_enabled(status_timer, SD_EVENT_ON);
+
+        if (gateway_status_line(d.gateway, &status) >= 0) {
+                log_info("club-gatewayd %s%s: %s", PACKAGE_VERSION, n > 0 ? " (socket-activated)" : "", status);
+                (void) sd_notifyf(false, "READY=1\nSTATUS=%s", status);
+        } else
+                (void) sd_notify(false, "READY=1");
+
+        r = sd_event_loop(event);
+
+        d.shutdown_timer = sd_event_source_disable_unref(d.shutdown_timer);
+        d.gateway = gateway_free(d.gateway);
+        gateway_config_free(d.config);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m"), EXIT_FAILURE;
+        log_info("Stopped.");
+        return EXIT_SUCCESS;
+}
