@@ -15,6 +15,7 @@
 #include "gateway-config.h"
 #include "log.h"
 #include "parse-util.h"
+#include "wg.h"
 
 GatewayConfig *gateway_config_free(GatewayConfig *c) {
         if (!c)
@@ -25,6 +26,9 @@ GatewayConfig *gateway_config_free(GatewayConfig *c) {
         free(c->tls_certificate);
         free(c->tls_key);
         free(c->mesh_listen);
+        free(c->wg_interface);
+        free(c->wg_private_key_file);
+        free(c->wg_endpoint);
         return mfree(c);
 }
 
@@ -92,6 +96,62 @@ static CONFIG_PARSER_PROTOTYPE(parse_path) {
         return free_and_strdup(s, value);
 }
 
+static CONFIG_PARSER_PROTOTYPE(parse_ifname) {
+        char **s = data;
+
+        if (isempty(value)) {
+                *s = mfree(*s);
+                return 0;
+        }
+        if (wg_ifname_valid(value) < 0) {
+                config_set_reason(ctx, "expected an interface name of 1 to 15 characters without '/', ':' or whitespace");
+                return -EINVAL;
+        }
+        return free_and_strdup(s, value);
+}
+
+/* "HOST:PORT" as agents dial it: a DNS name, an IPv4 address or a bracketed IPv6 address. */
+static CONFIG_PARSER_PROTOTYPE(parse_endpoint) {
+        char **s = data;
+        const char *colon;
+        uint16_t port;
+
+        if (isempty(value)) {
+                *s = mfree(*s);
+                return 0;
+        }
+        colon = strrchr(value, ':');
+        if (!colon || colon == value || parse_port(colon + 1, &port) < 0 || port == 0 ||
+            strpbrk(value, " \t\"'") ||
+            (value[0] == '[' && colon[-1] != ']') ||
+            (value[0] != '[' && memchr(value, ':', (size_t) (colon - value)))) {
+                config_set_reason(ctx, "expected HOST:PORT as agents reach it, e.g. gw.example.org:51820 or [2001:db8::1]:51820");
+                return -EINVAL;
+        }
+        return free_and_strdup(s, value);
+}
+
+static CONFIG_PARSER_PROTOTYPE(parse_wg_port) {
+        unsigned *p = data;
+        unsigned v;
+
+        if (parse_uint(value, &v) < 0 || v == 0 || v > 65535) {
+                config_set_reason(ctx, "expected a UDP port from 1 to 65535");
+                return -EINVAL;
+        }
+        *p = v;
+        return 0;
+}
+
+static int default_key_file(const char *state_path, char **ret) {
+        const char *slash = strrchr(state_path, '/');
+
+        assert(slash);
+        if (asprintf(ret, "%.*s/" GATEWAY_WG_KEY_FILE_NAME, (int) (slash - state_path), state_path) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 int gateway_config_load(const char *path, GatewayConfig **ret) {
         _cleanup_(gateway_config_freep) GatewayConfig *c = NULL;
         int r;
@@ -103,6 +163,8 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 .log_level = -1,
                 .max_connections = 1024,
                 .max_body_size = 8U << 20,
+                .wg_enabled = true,
+                .wg_listen_port = GATEWAY_WG_LISTEN_PORT_DEFAULT,
         };
 
         const ConfigItem table[] = {
@@ -115,6 +177,11 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 { "Public", "MaxConnections", config_parse_uint, 0, &c->max_connections },
                 { "Public", "MaxBodySize", config_parse_size, 0, &c->max_body_size },
                 { "Mesh", "Listen", parse_listen, 0, &c->mesh_listen },
+                { "WireGuard", "Enabled", config_parse_bool, 0, &c->wg_enabled },
+                { "WireGuard", "Interface", parse_ifname, 0, &c->wg_interface },
+                { "WireGuard", "PrivateKeyFile", parse_path, 0, &c->wg_private_key_file },
+                { "WireGuard", "ListenPort", parse_wg_port, 0, &c->wg_listen_port },
+                { "WireGuard", "Endpoint", parse_endpoint, 0, &c->wg_endpoint },
                 {}
         };
 
@@ -126,6 +193,16 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 c->state_path = strdup(GATEWAY_STATE_PATH_DEFAULT);
                 if (!c->state_path)
                         return -ENOMEM;
+        }
+        if (!c->wg_interface) {
+                c->wg_interface = strdup(GATEWAY_WG_INTERFACE_DEFAULT);
+                if (!c->wg_interface)
+                        return -ENOMEM;
+        }
+        if (!c->wg_private_key_file) {
+                r = default_key_file(c->state_path, &c->wg_private_key_file);
+                if (r < 0)
+                        return r;
         }
         if (!c->tls_certificate != !c->tls_key)
                 return log_error_errno(-EINVAL, "%s: [Public] needs both TLSCertificate= and TLSKey=, or neither.", path);

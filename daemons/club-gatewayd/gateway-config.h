@@ -15,6 +15,10 @@
 #define GATEWAY_CONFIG_PATH CLUB_CONFDIR "/gatewayd.conf"
 #define GATEWAY_STATE_PATH_DEFAULT "/var/lib/club-gatewayd/store.db"
 #define GATEWAY_MESH_PORT_DEFAULT 8443U
+#define GATEWAY_WG_INTERFACE_DEFAULT "club0"
+#define GATEWAY_WG_LISTEN_PORT_DEFAULT 51820U
+/* The private key's file name in the store's directory when PrivateKeyFile= is unset. */
+#define GATEWAY_WG_KEY_FILE_NAME "wireguard.key"
 /* A PEM certificate chain or key larger than this is refused. */
 #define GATEWAY_PEM_SIZE_MAX (1024U * 1024U)
 
@@ -30,6 +34,12 @@ typedef struct GatewayConfig {
         uint64_t max_body_size;
 
         char *mesh_listen;          /* "ADDR:PORT"; NULL: the gateway's mesh address, port 8443 */
+
+        bool wg_enabled;            /* configure the hub interface (default true) */
+        char *wg_interface;         /* never NULL after loading: default "club0" */
+        char *wg_private_key_file;  /* never NULL after loading: default <state dir>/wireguard.key */
+        unsigned wg_listen_port;    /* 1–65535, default 51820 */
+        char *wg_endpoint;          /* "HOST:PORT" agents dial; NULL: registration answers 503 */
 } GatewayConfig;
 
 /**

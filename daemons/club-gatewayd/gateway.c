@@ -8,6 +8,8 @@
 #include "cleanup.h"
 #include "config.h"
 #include "gateway.h"
+#include "gateway-hub.h"
+#include "gateway-register.h"
 #include "http-server.h"
 #include "json-util.h"
 #include "log.h"
@@ -17,6 +19,9 @@
 struct Gateway {
         sd_event *event;
         Store *store;
+        Hub *hub;
+        RateLimiter *register_limiter;
+        char *endpoint;                 /* [WireGuard] Endpoint=, or NULL */
         HttpServer *public;
         HttpServer *mesh;
         bool tls;
@@ -30,6 +35,9 @@ Gateway *gateway_free(Gateway *g) {
         g->public = http_server_free(g->public);
         g->mesh = http_server_free(g->mesh);
         g->store = store_close(g->store);
+        g->hub = hub_free(g->hub);
+        g->register_limiter = rate_limiter_free(g->register_limiter);
+        free(g->endpoint);
         sd_event_unref(g->event);
         return mfree(g);
 }
@@ -90,6 +98,15 @@ static int on_public_request(HttpExchange *x, void *userdata) {
 
         if (streq(http_exchange_path(x), "/healthz"))
                 return handle_healthz(g, x);
+        if (streq(http_exchange_path(x), REGISTER_PATH)) {
+                RegisterContext c = {
+                        .store = g->store,
+                        .hub = g->hub,
+                        .endpoint = g->endpoint,
+                        .limiter = g->register_limiter,
+                };
+                return handle_register(&c, x);
+        }
         return respond_unknown_url(x);
 }
 
@@ -160,6 +177,26 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
         r = store_open(cfg->state_path, &sopts, &g->store);
         if (r < 0)
                 return log_error_errno(r, "Failed to open the store %s (StatePath= in [Gateway]): %m", cfg->state_path);
+
+        /* The hub: its key is needed for every registration answer, so a key that cannot
+         * be read or made stops the start; an interface that cannot be configured does not
+         * (hub_converge() logs why, and registration retries it). */
+        r = hub_new(cfg, &g->hub);
+        if (r < 0)
+                return r;
+        if (!cfg->wg_enabled)
+                log_info("[WireGuard] Enabled=no: not configuring the hub interface %s.", cfg->wg_interface);
+        else
+                (void) hub_converge(g->hub, g->store);
+        if (cfg->wg_endpoint) {
+                g->endpoint = strdup(cfg->wg_endpoint);
+                if (!g->endpoint)
+                        return log_oom();
+        } else
+                log_warning("[WireGuard] Endpoint= is not set: registrations are refused (503) until it is.");
+        g->register_limiter = rate_limiter_new(REGISTER_RATE_BURST, REGISTER_RATE_PER_MINUTE, REGISTER_RATE_SLOTS);
+        if (!g->register_limiter)
+                return log_oom();
 
         format_listener(pfd, g->public_address, sizeof g->public_address);
         r = http_server_new(event, TAKE_FD(pfd), &hopts, on_public_request, g, &g->public);

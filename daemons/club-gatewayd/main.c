@@ -223,7 +223,12 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
             !streq_ptr(cfg->public_listen, d->config->public_listen) ||
             !streq_ptr(cfg->mesh_listen, d->config->mesh_listen) ||
             cfg->max_connections != d->config->max_connections ||
-            cfg->max_body_size != d->config->max_body_size)
+            cfg->max_body_size != d->config->max_body_size ||
+            cfg->wg_enabled != d->config->wg_enabled ||
+            !streq_ptr(cfg->wg_interface, d->config->wg_interface) ||
+            !streq_ptr(cfg->wg_private_key_file, d->config->wg_private_key_file) ||
+            cfg->wg_listen_port != d->config->wg_listen_port ||
+            !streq_ptr(cfg->wg_endpoint, d->config->wg_endpoint))
                 log_warning("Only LogLevel=, TLSCertificate= and TLSKey= apply on reload; the other changes take a restart.");
         r = gateway_set_tls(d->gateway, cert, key);
         if (r < 0) {

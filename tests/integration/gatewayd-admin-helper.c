@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Makes the users and keys test-gatewayd-register.sh needs, directly through the store
+ * (there is no admin tool yet).
+ *
+ *   gatewayd-admin-helper DB
+ *           Creates user "alice" with an API key with the agent scope, an inference-only
+ *           API key, a revoked agent key, a one-time enrollment key and a reusable one;
+ *           and user "bob" with an agent key. Prints one line per key:
+ *               agent=ic-…  inference=ic-…  revoked=ic-…  enroll_once=ie-…
+ *               enroll_reusable=ie-…  bob_agent=ic-…
+ *
+ * The secrets go to stdout only because a test needs them. Exit status 0, or 1.
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "store.h"
+
+static int print_api_key(Store *s, int64_t user, const char *label, unsigned scopes, bool revoke) {
+        _cleanup_(erase_and_freep) char *secret = NULL;
+        StoreApiKey k = {};
+        int r;
+
+        r = store_api_key_create(s, user, label, scopes, USEC_INFINITY, &k, &secret);
+        if (r < 0)
+                return log_error_errno(r, "store_api_key_create(%s): %m", label);
+        if (revoke)
+                r = store_api_key_revoke(s, k.id);
+        store_api_key_deinit(&k);
+        if (r < 0)
+                return log_error_errno(r, "store_api_key_revoke(%s): %m", label);
+        printf("%s=%s\n", label, secret);
+        return 0;
+}
+
+static int print_enrollment_key(Store *s, int64_t user, const char *label, unsigned flags) {
+        _cleanup_(erase_and_freep) char *secret = NULL;
+        int r;
+
+        r = store_enrollment_key_create(s, user, label, flags, NULL, USEC_INFINITY, NULL, &secret);
+        if (r < 0)
+                return log_error_errno(r, "store_enrollment_key_create(%s): %m", label);
+        printf("%s=%s\n", label, secret);
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        _cleanup_(store_closep) Store *s = NULL;
+        int64_t alice, bob;
+        int r;
+
+        if (argc != 2) {
+                fprintf(stderr, "usage: %s DB\n", argv[0]);
+                return 1;
+        }
+        r = store_open(argv[1], NULL, &s);
+        if (r < 0)
+                return log_error_errno(r, "store_open(%s): %m", argv[1]), 1;
+        r = store_user_create(s, "alice", false, NULL, &alice);
+        if (r < 0)
+                return log_error_errno(r, "store_user_create(alice): %m"), 1;
+        r = store_user_create(s, "bob", false, NULL, &bob);
+        if (r < 0)
+                return log_error_errno(r, "store_user_create(bob): %m"), 1;
+        if (print_api_key(s, alice, "agent", STORE_SCOPE_AGENT, false) < 0 ||
+            print_api_key(s, alice, "inference", STORE_SCOPE_INFERENCE, false) < 0 ||
+            print_api_key(s, alice, "revoked", STORE_SCOPE_AGENT, true) < 0 ||
+            print_enrollment_key(s, alice, "enroll_once", 0) < 0 ||
+            print_enrollment_key(s, alice, "enroll_reusable", STORE_ENROLLMENT_REUSABLE) < 0 ||
+            print_api_key(s, bob, "bob_agent", STORE_SCOPE_AGENT | STORE_SCOPE_INFERENCE, false) < 0)
+                return 1;
+        return fflush(stdout) == 0 ? 0 : 1;
+}
