@@ -15,6 +15,7 @@
 #include "gateway-config.h"
 #include "log.h"
 #include "parse-util.h"
+#include "store.h"
 #include "wg.h"
 
 GatewayConfig *gateway_config_free(GatewayConfig *c) {
@@ -171,6 +172,7 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 { "Gateway", "LogLevel", config_parse_log_level, 0, &c->log_level },
                 { "Gateway", "StatePath", parse_path, 0, &c->state_path },
                 { "Gateway", "MeshPrefix", parse_mesh_prefix, 0, &c->mesh_prefix },
+                { "Gateway", "HeartbeatWindow", config_parse_sec, 0, &c->heartbeat_window_usec },
                 { "Public", "Listen", parse_listen, 0, &c->public_listen },
                 { "Public", "TLSCertificate", parse_path, 0, &c->tls_certificate },
                 { "Public", "TLSKey", parse_path, 0, &c->tls_key },
@@ -206,6 +208,9 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
         }
         if (!c->tls_certificate != !c->tls_key)
                 return log_error_errno(-EINVAL, "%s: [Public] needs both TLSCertificate= and TLSKey=, or neither.", path);
+        if (c->heartbeat_window_usec != 0 &&
+            (c->heartbeat_window_usec < USEC_PER_SEC || c->heartbeat_window_usec > STORE_ONLINE_WINDOW_USEC_MAX))
+                return log_error_errno(-EINVAL, "%s: HeartbeatWindow= in [Gateway] must be from 1s to 1 week.", path);
         if (c->max_connections == 0 || c->max_body_size == 0)
                 return log_error_errno(-EINVAL, "%s: MaxConnections and MaxBodySize in [Public] must be positive.", path);
 

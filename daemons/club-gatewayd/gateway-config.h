@@ -26,6 +26,7 @@ typedef struct GatewayConfig {
         int log_level;
         char *state_path;
         char *mesh_prefix;          /* NULL: the store's default (100.96.0.0/16) */
+        uint64_t heartbeat_window_usec; /* online while the last heartbeat is this young; 0: 120 s */
 
         char *public_listen;        /* "ADDR:PORT"; NULL: socket activation or --listen only */
         char *tls_certificate;      /* PEM file; set together with tls_key, or neither */

@@ -8,6 +8,7 @@
 #include "cleanup.h"
 #include "config.h"
 #include "gateway.h"
+#include "gateway-heartbeat.h"
 #include "gateway-hub.h"
 #include "gateway-register.h"
 #include "http-server.h"
@@ -21,6 +22,8 @@ struct Gateway {
         Store *store;
         Hub *hub;
         RateLimiter *register_limiter;
+        ReplayCache *replay;            /* the nonces of the heartbeats' signatures */
+        uint64_t window_sec;            /* the online window */
         char *endpoint;                 /* [WireGuard] Endpoint=, or NULL */
         HttpServer *public;
         HttpServer *mesh;
@@ -37,6 +40,7 @@ Gateway *gateway_free(Gateway *g) {
         g->store = store_close(g->store);
         g->hub = hub_free(g->hub);
         g->register_limiter = rate_limiter_free(g->register_limiter);
+        g->replay = replay_cache_free(g->replay);
         free(g->endpoint);
         sd_event_unref(g->event);
         return mfree(g);
@@ -111,7 +115,17 @@ static int on_public_request(HttpExchange *x, void *userdata) {
 }
 
 static int on_mesh_request(HttpExchange *x, void *userdata) {
-        /* Heartbeats and the other control requests from agents land here next. */
+        Gateway *g = userdata;
+
+        /* Control requests from agents, through their tunnels. */
+        if (streq(http_exchange_path(x), HEARTBEAT_PATH)) {
+                HeartbeatContext c = {
+                        .store = g->store,
+                        .replay = g->replay,
+                        .window_sec = g->window_sec,
+                };
+                return handle_heartbeat(&c, x);
+        }
         return respond_unknown_url(x);
 }
 
@@ -155,7 +169,10 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                 const char *cert_pem, const char *key_pem, Gateway **ret) {
         _cleanup_(gateway_freep) Gateway *g = NULL;
         _cleanup_(closep) int pfd = public_fd, mfd = mesh_fd;
-        StoreOptions sopts = { .mesh_prefix = cfg->mesh_prefix };
+        StoreOptions sopts = {
+                .mesh_prefix = cfg->mesh_prefix,
+                .online_window_usec = cfg->heartbeat_window_usec,
+        };
         HttpServerOptions hopts = {
                 .max_connections = cfg->max_connections,
                 .max_body_size = cfg->max_body_size,
@@ -172,6 +189,7 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
         *g = (Gateway) {
                 .event = sd_event_ref(event),
                 .tls = cert_pem && key_pem,
+                .window_sec = (cfg->heartbeat_window_usec ?: STORE_ONLINE_WINDOW_USEC_DEFAULT) / USEC_PER_SEC,
         };
 
         r = store_open(cfg->state_path, &sopts, &g->store);
@@ -197,6 +215,9 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
         g->register_limiter = rate_limiter_new(REGISTER_RATE_BURST, REGISTER_RATE_PER_MINUTE, REGISTER_RATE_SLOTS);
         if (!g->register_limiter)
                 return log_oom();
+        r = replay_cache_new(0, 0, &g->replay);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the replay cache for heartbeat signatures: %m");
 
         format_listener(pfd, g->public_address, sizeof g->public_address);
         r = http_server_new(event, TAKE_FD(pfd), &hopts, on_public_request, g, &g->public);

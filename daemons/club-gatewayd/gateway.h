@@ -6,7 +6,8 @@
  * listener (socket-activated or opened from Listen=; HTTPS when a certificate is
  * configured) serves the API; the mesh listener serves control traffic from agents over
  * WireGuard. Today the public side answers GET /healthz and POST /api/v1/agents/register
- * (gateway-register.h) and 404 for the rest, and the mesh side 404. The WireGuard hub
+ * (gateway-register.h) and 404 for the rest, and the mesh side POST
+ * /api/v1/agents/heartbeat (gateway-heartbeat.h) and 404 for the rest. The WireGuard hub
  * (gateway-hub.h) is converged to the store's peers at start and after each registration.
  */
 
