@@ -166,6 +166,8 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 .max_body_size = 8U << 20,
                 .wg_enabled = true,
                 .wg_listen_port = GATEWAY_WG_LISTEN_PORT_DEFAULT,
+                .probe_interval_usec = GATEWAY_PROBE_INTERVAL_USEC_DEFAULT,
+                .ephemeral_grace_usec = GATEWAY_EPHEMERAL_GRACE_USEC_DEFAULT,
         };
 
         const ConfigItem table[] = {
@@ -173,6 +175,8 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 { "Gateway", "StatePath", parse_path, 0, &c->state_path },
                 { "Gateway", "MeshPrefix", parse_mesh_prefix, 0, &c->mesh_prefix },
                 { "Gateway", "HeartbeatWindow", config_parse_sec, 0, &c->heartbeat_window_usec },
+                { "Gateway", "ProbeInterval", config_parse_sec, 0, &c->probe_interval_usec },
+                { "Gateway", "EphemeralGrace", config_parse_sec, 0, &c->ephemeral_grace_usec },
                 { "Public", "Listen", parse_listen, 0, &c->public_listen },
                 { "Public", "TLSCertificate", parse_path, 0, &c->tls_certificate },
                 { "Public", "TLSKey", parse_path, 0, &c->tls_key },
@@ -211,6 +215,10 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
         if (c->heartbeat_window_usec != 0 &&
             (c->heartbeat_window_usec < USEC_PER_SEC || c->heartbeat_window_usec > STORE_ONLINE_WINDOW_USEC_MAX))
                 return log_error_errno(-EINVAL, "%s: HeartbeatWindow= in [Gateway] must be from 1s to 1 week.", path);
+        if (c->probe_interval_usec < USEC_PER_SEC || c->probe_interval_usec > 24 * 3600 * USEC_PER_SEC)
+                return log_error_errno(-EINVAL, "%s: ProbeInterval= in [Gateway] must be from 1s to 1 day.", path);
+        if (c->ephemeral_grace_usec < USEC_PER_SEC || c->ephemeral_grace_usec > STORE_ONLINE_WINDOW_USEC_MAX)
+                return log_error_errno(-EINVAL, "%s: EphemeralGrace= in [Gateway] must be from 1s to 1 week.", path);
         if (c->max_connections == 0 || c->max_body_size == 0)
                 return log_error_errno(-EINVAL, "%s: MaxConnections and MaxBodySize in [Public] must be positive.", path);
 

@@ -21,12 +21,18 @@
 #define GATEWAY_WG_KEY_FILE_NAME "wireguard.key"
 /* A PEM certificate chain or key larger than this is refused. */
 #define GATEWAY_PEM_SIZE_MAX (1024U * 1024U)
+#define GATEWAY_PROBE_INTERVAL_USEC_DEFAULT (30 * USEC_PER_SEC)
+#define GATEWAY_EPHEMERAL_GRACE_USEC_DEFAULT (600 * USEC_PER_SEC)
+/* How often stale ephemeral providers are looked for (at most half the grace). */
+#define GATEWAY_REAP_INTERVAL_USEC (30 * USEC_PER_SEC)
 
 typedef struct GatewayConfig {
         int log_level;
         char *state_path;
         char *mesh_prefix;          /* NULL: the store's default (100.96.0.0/16) */
         uint64_t heartbeat_window_usec; /* online while the last heartbeat is this young; 0: 120 s */
+        uint64_t probe_interval_usec;   /* between two probes of each provider's /healthz; 30 s */
+        uint64_t ephemeral_grace_usec;  /* ephemeral providers silent this long are deleted; 10 min */
 
         char *public_listen;        /* "ADDR:PORT"; NULL: socket activation or --listen only */
         char *tls_certificate;      /* PEM file; set together with tls_key, or neither */

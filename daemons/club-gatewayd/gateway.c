@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <arpa/inet.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -10,6 +12,7 @@
 #include "gateway.h"
 #include "gateway-heartbeat.h"
 #include "gateway-hub.h"
+#include "gateway-probe.h"
 #include "gateway-register.h"
 #include "http-server.h"
 #include "json-util.h"
@@ -27,6 +30,10 @@ struct Gateway {
         char *endpoint;                 /* [WireGuard] Endpoint=, or NULL */
         HttpServer *public;
         HttpServer *mesh;
+        Prober *prober;                 /* GET /healthz through each online provider's tunnel */
+        sd_event_source *reap_timer;    /* deletes stale ephemeral providers */
+        uint64_t ephemeral_grace_usec;
+        uint64_t reap_interval_usec;
         bool tls;
         char public_address[64];
         char mesh_address[64];
@@ -37,6 +44,8 @@ Gateway *gateway_free(Gateway *g) {
                 return NULL;
         g->public = http_server_free(g->public);
         g->mesh = http_server_free(g->mesh);
+        g->prober = prober_free(g->prober);
+        g->reap_timer = sd_event_source_disable_unref(g->reap_timer);
         g->store = store_close(g->store);
         g->hub = hub_free(g->hub);
         g->register_limiter = rate_limiter_free(g->register_limiter);
@@ -57,6 +66,37 @@ int gateway_providers_online(Gateway *g, size_t *ret) {
                 return r;
         store_providers_free(l, n);
         *ret = n;
+        return 0;
+}
+
+/* After the gateway deleted providers, for whatever reason: their peers leave the hub now
+ * rather than at the next registration or restart. */
+static void providers_removed(Gateway *g) {
+        (void) hub_converge(g->hub, g->store);
+}
+
+static int reap_ephemeral(Gateway *g) {
+        StoreProvider *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = store_provider_reap_ephemeral(g->store, g->ephemeral_grace_usec, &l, &n);
+        if (r < 0)
+                return log_warning_errno(r, "Failed to delete the stale ephemeral providers: %m");
+        for (size_t i = 0; i < n; i++)
+                log_info("Deleted ephemeral provider %s (id %" PRId64 "): no heartbeat for %" PRIu64 " s (EphemeralGrace=).",
+                         l[i].name, l[i].id, g->ephemeral_grace_usec / USEC_PER_SEC);
+        store_providers_free(l, n);
+        if (n > 0)
+                providers_removed(g);
+        return (int) MIN(n, (size_t) INT_MAX);
+}
+
+static int on_reap_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Gateway *g = userdata;
+
+        (void) reap_ephemeral(g);
+        (void) sd_event_source_set_time_relative(s, g->reap_interval_usec);
         return 0;
 }
 
@@ -190,7 +230,10 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                 .event = sd_event_ref(event),
                 .tls = cert_pem && key_pem,
                 .window_sec = (cfg->heartbeat_window_usec ?: STORE_ONLINE_WINDOW_USEC_DEFAULT) / USEC_PER_SEC,
+                .ephemeral_grace_usec = cfg->ephemeral_grace_usec ?: GATEWAY_EPHEMERAL_GRACE_USEC_DEFAULT,
         };
+        /* Reap every 30 s, or twice per grace when that is shorter (tests). */
+        g->reap_interval_usec = MAX(MIN(GATEWAY_REAP_INTERVAL_USEC, g->ephemeral_grace_usec / 2), USEC_PER_SEC / 2);
 
         r = store_open(cfg->state_path, &sopts, &g->store);
         if (r < 0)
@@ -218,6 +261,18 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
         r = replay_cache_new(0, 0, &g->replay);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the replay cache for heartbeat signatures: %m");
+
+        r = prober_new(event, g->store, cfg->probe_interval_usec,
+                       cfg->heartbeat_window_usec ?: STORE_ONLINE_WINDOW_USEC_DEFAULT, &g->prober);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the probe of the providers: %m");
+        /* Providers that went stale while the gateway was down go at once. */
+        (void) reap_ephemeral(g);
+        r = sd_event_add_time_relative(event, &g->reap_timer, CLOCK_MONOTONIC, g->reap_interval_usec, 0, on_reap_timer, g);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(g->reap_timer, SD_EVENT_ON);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the reaping of ephemeral providers: %m");
 
         format_listener(pfd, g->public_address, sizeof g->public_address);
         r = http_server_new(event, TAKE_FD(pfd), &hopts, on_public_request, g, &g->public);

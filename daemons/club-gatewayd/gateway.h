@@ -8,7 +8,10 @@
  * WireGuard. Today the public side answers GET /healthz and POST /api/v1/agents/register
  * (gateway-register.h) and 404 for the rest, and the mesh side POST
  * /api/v1/agents/heartbeat (gateway-heartbeat.h) and 404 for the rest. The WireGuard hub
- * (gateway-hub.h) is converged to the store's peers at start and after each registration.
+ * (gateway-hub.h) is converged to the store's peers at start, after each registration and
+ * after the gateway deleted providers. Two timers: the probe of each online provider's
+ * /healthz through its tunnel (gateway-probe.h), and the reaping of ephemeral providers
+ * silent for EphemeralGrace=.
  */
 
 #include <stdbool.h>

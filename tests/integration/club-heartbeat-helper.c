@@ -8,6 +8,8 @@
  *           for a secret nobody has).
  *   club-heartbeat-helper delete DB PROVIDER-ID
  *           Deletes the provider from the gateway's store.
+ *   club-heartbeat-helper enroll-ephemeral DB USER-NAME
+ *           Makes a one-time ephemeral enrollment key for the user and prints it.
  *
  * Exit status 0, or 1.
  */
@@ -63,12 +65,36 @@ static int do_delete(const char *db, const char *id) {
         return 0;
 }
 
+static int do_enroll_ephemeral(const char *db, const char *user) {
+        _cleanup_(store_closep) Store *s = NULL;
+        _cleanup_(erase_and_freep) char *secret = NULL;
+        StoreUser u = {};
+        int r;
+
+        r = store_open(db, NULL, &s);
+        if (r < 0)
+                return log_error_errno(r, "store_open(%s): %m", db), 1;
+        r = store_user_get_by_name(s, user, &u);
+        if (r < 0)
+                return log_error_errno(r, "store_user_get_by_name(%s): %m", user), 1;
+        r = store_enrollment_key_create(s, u.id, "ephemeral", STORE_ENROLLMENT_EPHEMERAL, NULL,
+                                        USEC_INFINITY, NULL, &secret);
+        store_user_deinit(&u);
+        if (r < 0)
+                return log_error_errno(r, "store_enrollment_key_create(): %m"), 1;
+        printf("%s\n", secret);
+        return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char *argv[]) {
         if (argc == 5 && strcmp(argv[1], "sign") == 0)
                 return do_sign(argv[2], argv[3], argv[4]);
         if (argc == 4 && strcmp(argv[1], "delete") == 0)
                 return do_delete(argv[2], argv[3]);
+        if (argc == 4 && strcmp(argv[1], "enroll-ephemeral") == 0)
+                return do_enroll_ephemeral(argv[2], argv[3]);
         fprintf(stderr, "usage: %s sign SECRET-B64|random METHOD TARGET\n"
-                        "       %s delete DB PROVIDER-ID\n", argv[0], argv[0]);
+                        "       %s delete DB PROVIDER-ID\n"
+                        "       %s enroll-ephemeral DB USER-NAME\n", argv[0], argv[0], argv[0]);
         return 1;
 }

@@ -18,7 +18,17 @@
 #    100.96.0.1:8443): 403 unknown_provider; the heartbeat path on the public listener: 404;
 #  - draining=true: online false, providers_online 0; draining=false: online again;
 #  - HeartbeatWindow=2s: window_sec 2, online, and offline ~2 s later without heartbeats;
+#  - ProbeInterval=1s, EphemeralGrace=3s: with nothing listening on the agent port the
+#    gateway's probe of http://MESH-ADDRESS:8090/healthz through the tunnel fails, the
+#    provider becomes unreachable (providers_online 0, a heartbeat answers online false, a
+#    warning with the reason in the log); with a small python HTTP server answering
+#    /healthz 200 there, it is reachable and online again (providers_online 1);
+#  - a provider enrolled with an ephemeral enrollment key that never heartbeats is deleted
+#    after the grace, and its peer leaves the hub (`wg show IF peers`) without a
+#    registration or restart;
 #  - after the provider is deleted from the store: 404 unknown_provider ("register again").
+# The earlier parts run with ProbeInterval=1h, so that the probe (nothing listens on the
+# agent port there) does not interfere.
 # Prints "ok - …" / "FAIL - …"; exits 0, 1, or 77 (skip) when not root or a prerequisite
 # is missing, unless CLUB_TEST_STRICT=1. Everything made here is removed on exit.
 set -u
@@ -50,9 +60,10 @@ HBPATH=/api/v1/agents/heartbeat
 MESHURL=http://100.96.0.1:8443$HBPATH
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-gatewayd-heartbeat.XXXXXX")
 umask 077
-wgpid= gwpid= awgpid= netns_made=0 nsa_made=0 rundir_made=0
+wgpid= gwpid= awgpid= srvpid= netns_made=0 nsa_made=0 rundir_made=0
 
 cleanup() {
+        [ -n "$srvpid" ] && kill "$srvpid" 2>/dev/null
         [ -n "$gwpid" ] && kill "$gwpid" 2>/dev/null
         [ -n "$wgpid" ] && kill "$wgpid" 2>/dev/null
         [ -n "$awgpid" ] && kill "$awgpid" 2>/dev/null
@@ -60,6 +71,7 @@ cleanup() {
         [ -n "$gwpid" ] && kill -9 "$gwpid" 2>/dev/null
         [ -n "$wgpid" ] && kill -9 "$wgpid" 2>/dev/null
         [ -n "$awgpid" ] && kill -9 "$awgpid" 2>/dev/null
+        [ -n "$srvpid" ] && kill -9 "$srvpid" 2>/dev/null
         wait 2>/dev/null
         [ "$netns_made" = 1 ] && ip netns del "$NS" 2>/dev/null
         [ "$nsa_made" = 1 ] && ip netns del "$NSA" 2>/dev/null
@@ -111,12 +123,14 @@ wait_for 5 test -S "$RUNDIR/$IF.sock" || { fail "wireguard-go did not start for 
 wait_for 5 test -S "$RUNDIR/$AIF.sock" || { fail "wireguard-go did not start for the agent"; exit 1; }
 
 mkdir -m 0700 "$tmp/state"
-write_config() {  # [HEARTBEAT-WINDOW]
+write_config() {  # [HEARTBEAT-WINDOW [PROBE-INTERVAL [EPHEMERAL-GRACE]]]
         cat >"$tmp/gatewayd.conf" <<CONF
 [Gateway]
 StatePath=$tmp/state/store.db
 LogLevel=debug
 ${1:+HeartbeatWindow=$1}
+ProbeInterval=${2:-1h}
+${3:+EphemeralGrace=$3}
 
 [WireGuard]
 Interface=$IF
@@ -231,6 +245,48 @@ expect "HeartbeatWindow=2s: a heartbeat: 200" 200
 check "…window_sec 2, online true" test "$(field window_sec) $(field online)" = "2 true"
 check "…providers_online 1" test "$(online_count)" = 1
 check "without heartbeats it goes offline within ~3 s" wait_for 4 sh -c "test \"\$(ip netns exec $NS curl -s $PUBLIC/healthz | $PY -c 'import json, sys; print(json.load(sys.stdin)[\"providers_online\"])')\" = 0"
+
+check "SIGTERM: exit 0" stop_gateway
+
+# ---- the probe through the tunnel -------------------------------------------------------------
+write_config "" 1s 3s
+start_gateway || fail "the gateway did not start with ProbeInterval=1s"
+heartbeat "$(sign)" "$(hbody)"
+expect "ProbeInterval=1s: a heartbeat: 200" 200
+check "nothing on the agent port: the probe marks it unreachable (providers_online 0)" \
+        wait_for 5 sh -c "test \"\$(ip netns exec $NS curl -s $PUBLIC/healthz | $PY -c 'import json, sys; print(json.load(sys.stdin)[\"providers_online\"])')\" = 0"
+check "…a warning with the reason in the log" \
+        grep -q "hb1 (id $PID1) is unreachable: GET http://$AADDR:8090/healthz: connection refused" "$tmp/gatewayd.log"
+heartbeat "$(sign)" "$(hbody)"
+check "…a heartbeat while unreachable answers online false" test "$code $(field online)" = "200 false"
+ip netns exec "$NSA" "$PY" -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/healthz"
+        self.send_response(200 if ok else 404); self.send_header("Content-Length", "3"); self.end_headers()
+        self.wfile.write(b"ok\n" if ok else b"no\n")
+    def log_message(self, *a): pass
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()' "$AADDR" 8090 >"$tmp/agent-http.log" 2>&1 &
+srvpid=$!
+check "an HTTP server answering /healthz 200 on the agent port: online again (providers_online 1)" \
+        wait_for 6 sh -c "test \"\$(ip netns exec $NS curl -s $PUBLIC/healthz | $PY -c 'import json, sys; print(json.load(sys.stdin)[\"providers_online\"])')\" = 1"
+check "…logged as reachable again" grep -q "hb1 (id $PID1) is reachable again" "$tmp/gatewayd.log"
+kill "$srvpid"; wait "$srvpid" 2>/dev/null; srvpid=
+
+# ---- an ephemeral provider --------------------------------------------------------------------
+EPH=$("$HB" enroll-ephemeral "$tmp/state/store.db" alice)
+wg genkey >"$tmp/eph.key"
+EPHPUB=$(wg pubkey <"$tmp/eph.key")
+code=$(in_ns curl -s -o "$tmp/resp" -w '%{http_code}' -H "Authorization: Bearer $EPH" \
+        --data-binary "{\"name\":\"eph1\",\"public_key\":\"$EPHPUB\",\"agent_port\":8090}" \
+        "$PUBLIC/api/v1/agents/register")
+expect "a provider registers with an ephemeral enrollment key: 201" 201
+check "…its peer is on the hub" sh -c "ip netns exec $NS wg show $IF peers | grep -qxF '$EPHPUB'"
+check "without heartbeats it is deleted after EphemeralGrace=3s and its peer leaves the hub" \
+        wait_for 8 sh -c "! ip netns exec $NS wg show $IF peers | grep -qxF '$EPHPUB'"
+check "…logged" grep -q "Deleted ephemeral provider eph1" "$tmp/gatewayd.log"
+check "…the other provider's peer stays" sh -c "ip netns exec $NS wg show $IF peers | grep -qxF \"\$(wg pubkey <$tmp/agent.key)\""
 
 # ---- a deleted provider ---------------------------------------------------------------------
 check "the helper deletes the provider from the store" "$HB" delete "$tmp/state/store.db" "$PID1"
