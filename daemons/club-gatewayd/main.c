@@ -16,6 +16,7 @@
 #include "gateway-config.h"
 #include "gateway.h"
 #include "http-server.h"
+#include "daemon-util.h"
 #include "log.h"
 
 #define SHUTDOWN_GRACE_USEC (10 * USEC_PER_SEC)
@@ -30,9 +31,7 @@ typedef struct Daemon {
         sd_event *event;
         Gateway *gateway;
         GatewayConfig *config;
-        sd_event_source *shutdown_timer;
-        uint64_t shutdown_deadline;
-        bool stopping;
+        DaemonLifecycle *lifecycle;
 } Daemon;
 
 static void help(void) {
@@ -150,53 +149,23 @@ static int listen_fds_take(int *ret_public, int *ret_mesh) {
         return n;
 }
 
-static void notify_status(Daemon *d) {
-        _cleanup_free_ char *line = NULL;
-
-        if (d->stopping || gateway_status_line(d->gateway, &line) < 0)
-                return;
-        (void) sd_notifyf(false, "STATUS=%s", line);
+static unsigned daemon_in_flight(void *userdata) {
+        return gateway_in_flight(userdata);
 }
 
-static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Daemon *d = userdata;
-
-        notify_status(d);
-        (void) sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
-        return 0;
+static void daemon_stop_accepting(void *userdata) {
+        gateway_stop_accepting(userdata);
 }
 
-static int on_shutdown_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Daemon *d = userdata;
-        unsigned n = gateway_in_flight(d->gateway);
-
-        if (n == 0 || now_usec(CLOCK_MONOTONIC) >= d->shutdown_deadline) {
-                if (n > 0)
-                        log_warning("Stopping with %u request(s) still in flight.", n);
-                return sd_event_exit(d->event, 0);
-        }
-        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
-        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-        return 0;
+static int daemon_status_line(void *userdata, char **ret) {
+        return gateway_status_line(userdata, ret);
 }
 
-static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        Daemon *d = userdata;
-        int r;
-
-        if (d->stopping)
-                return sd_event_exit(d->event, 0);  /* second signal: now */
-        d->stopping = true;
-        log_info("Stopping: no new connections; waiting up to %" PRIu64 " s for %u request(s) in flight.",
-                 SHUTDOWN_GRACE_USEC / USEC_PER_SEC, gateway_in_flight(d->gateway));
-        (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: finishing requests in flight.");
-        gateway_stop_accepting(d->gateway);
-        d->shutdown_deadline = now_usec(CLOCK_MONOTONIC) + SHUTDOWN_GRACE_USEC;
-        r = sd_event_add_time_relative(d->event, &d->shutdown_timer, CLOCK_MONOTONIC, 0, 0, on_shutdown_timer, d);
-        if (r < 0)
-                return sd_event_exit(d->event, 0);
-        return 0;
-}
+static const DaemonOps daemon_ops = {
+        .in_flight = daemon_in_flight,
+        .stop_accepting = daemon_stop_accepting,
+        .status_line = daemon_status_line,
+};
 
 static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Daemon *d = userdata;
@@ -205,7 +174,7 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
         _cleanup_(erase_and_freep) char *key = NULL;
         int r;
 
-        if (d->stopping)
+        if (daemon_lifecycle_stopping(d->lifecycle))
                 return 0;
         (void) sd_notify(false, "RELOADING=1\nSTATUS=Reloading the configuration and certificate.");
         r = gateway_config_load(arg_config, &cfg);
@@ -244,14 +213,13 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
                 log_info("Configuration reloaded; the public listener speaks plain HTTP.");
 done:
         (void) sd_notify(false, "READY=1");
-        notify_status(d);
+        daemon_lifecycle_notify_status(d->lifecycle);
         return 0;
 }
 
 int main(int argc, char *argv[]) {
         _cleanup_(gateway_config_freep) GatewayConfig *cfg = NULL;
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
-        _cleanup_(sd_event_source_unrefp) sd_event_source *status_timer = NULL;
         _cleanup_free_ char *cert = NULL, *status = NULL;
         _cleanup_(erase_and_freep) char *key = NULL;
         Daemon d = {};
@@ -318,8 +286,6 @@ int main(int argc, char *argv[]) {
         }
         d.event = event;
         (void) sd_event_set_watchdog(event, true);
-        (void) sd_event_add_signal(event, NULL, SIGTERM, on_terminate, &d);
-        (void) sd_event_add_signal(event, NULL, SIGINT, on_terminate, &d);
         (void) sd_event_add_signal(event, NULL, SIGHUP, on_reload, &d);
 
         r = gateway_new(event, cfg, public_fd, mesh_fd, cert, key, &d.gateway);
@@ -327,9 +293,9 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         d.config = TAKE_PTR(cfg);
 
-        r = sd_event_add_time_relative(event, &status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC, 0, on_status_timer, &d);
-        if (r >= 0)
-                (void) sd_event_source_set_enabled(status_timer, SD_EVENT_ON);
+        r = daemon_lifecycle_new(event, &daemon_ops, d.gateway, SHUTDOWN_GRACE_USEC, STATUS_INTERVAL_USEC, &d.lifecycle);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up signal handling: %m"), EXIT_FAILURE;
 
         if (gateway_status_line(d.gateway, &status) >= 0) {
                 log_info("club-gatewayd %s%s: %s", PACKAGE_VERSION, n > 0 ? " (socket-activated)" : "", status);
@@ -339,7 +305,7 @@ int main(int argc, char *argv[]) {
 
         r = sd_event_loop(event);
 
-        d.shutdown_timer = sd_event_source_disable_unref(d.shutdown_timer);
+        d.lifecycle = daemon_lifecycle_free(d.lifecycle);
         d.gateway = gateway_free(d.gateway);
         gateway_config_free(d.config);
         if (r < 0)

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "clubd-config.h"
 #include "http-server.h"
+#include "daemon-util.h"
 #include "log.h"
 #include "proxy.h"
 #include "sandbox-policy.h"
@@ -28,9 +29,7 @@ typedef struct Daemon {
         sd_event *event;
         Proxy *proxy;
         ClubdConfig *config;
-        sd_event_source *shutdown_timer;
-        uint64_t shutdown_deadline;
-        bool stopping;
+        DaemonLifecycle *lifecycle;
 } Daemon;
 
 static void help(void) {
@@ -93,53 +92,23 @@ static void apply_log_level(const ClubdConfig *cfg) {
                 log_set_max_level(cfg->log_level);
 }
 
-static void notify_status(Daemon *d) {
-        _cleanup_free_ char *line = NULL;
-
-        if (d->stopping || proxy_status_line(d->proxy, &line) < 0)
-                return;
-        (void) sd_notifyf(false, "STATUS=%s", line);
+static unsigned daemon_in_flight(void *userdata) {
+        return proxy_in_flight(userdata);
 }
 
-static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Daemon *d = userdata;
-
-        notify_status(d);
-        (void) sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
-        return 0;
+static void daemon_stop_accepting(void *userdata) {
+        proxy_stop_accepting(userdata);
 }
 
-static int on_shutdown_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Daemon *d = userdata;
-        unsigned n = proxy_in_flight(d->proxy);
-
-        if (n == 0 || now_usec(CLOCK_MONOTONIC) >= d->shutdown_deadline) {
-                if (n > 0)
-                        log_warning("Stopping with %u request(s) still in flight.", n);
-                return sd_event_exit(d->event, 0);
-        }
-        (void) sd_event_source_set_time_relative(s, 100 * USEC_PER_MSEC);
-        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-        return 0;
+static int daemon_status_line(void *userdata, char **ret) {
+        return proxy_status_line(userdata, ret);
 }
 
-static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        Daemon *d = userdata;
-        int r;
-
-        if (d->stopping)
-                return sd_event_exit(d->event, 0);  /* second signal: now */
-        d->stopping = true;
-        log_info("Stopping: no new connections; waiting up to %" PRIu64 " s for %u request(s) in flight.",
-                 SHUTDOWN_GRACE_USEC / USEC_PER_SEC, proxy_in_flight(d->proxy));
-        (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: finishing requests in flight.");
-        proxy_stop_accepting(d->proxy);
-        d->shutdown_deadline = now_usec(CLOCK_MONOTONIC) + SHUTDOWN_GRACE_USEC;
-        r = sd_event_add_time_relative(d->event, &d->shutdown_timer, CLOCK_MONOTONIC, 0, 0, on_shutdown_timer, d);
-        if (r < 0)
-                return sd_event_exit(d->event, 0);
-        return 0;
-}
+static const DaemonOps daemon_ops = {
+        .in_flight = daemon_in_flight,
+        .stop_accepting = daemon_stop_accepting,
+        .status_line = daemon_status_line,
+};
 
 static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Daemon *d = userdata;
@@ -152,7 +121,7 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
         if (r < 0) {
                 log_error_errno(r, "Failed to reload %s, keeping the running configuration: %m", arg_config);
                 (void) sd_notify(false, "READY=1");
-                notify_status(d);
+                daemon_lifecycle_notify_status(d->lifecycle);
                 return 0;
         }
         if (strcmp(format_sockaddr((struct sockaddr *) &cfg->listen.ss, a, sizeof a),
@@ -169,14 +138,13 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
                 log_info("Configuration reloaded: %zu upstream(s).", cfg->n_upstreams);
         }
         (void) sd_notify(false, "READY=1");
-        notify_status(d);
+        daemon_lifecycle_notify_status(d->lifecycle);
         return 0;
 }
 
 int main(int argc, char *argv[]) {
         _cleanup_(clubd_config_freep) ClubdConfig *cfg = NULL;
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
-        _cleanup_(sd_event_source_unrefp) sd_event_source *status_timer = NULL;
         Daemon d = {};
         sigset_t mask;
         char addr[64];
@@ -213,8 +181,6 @@ int main(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to create the event loop: %m"), EXIT_FAILURE;
         d.event = event;
         (void) sd_event_set_watchdog(event, true);
-        (void) sd_event_add_signal(event, NULL, SIGTERM, on_terminate, &d);
-        (void) sd_event_add_signal(event, NULL, SIGINT, on_terminate, &d);
         (void) sd_event_add_signal(event, NULL, SIGHUP, on_reload, &d);
 
         format_sockaddr((struct sockaddr *) &cfg->listen.ss, addr, sizeof addr);
@@ -228,9 +194,9 @@ int main(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to start the proxy: %m"), EXIT_FAILURE;
         d.config = TAKE_PTR(cfg);
 
-        r = sd_event_add_time_relative(event, &status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC, 0, on_status_timer, &d);
-        if (r >= 0)
-                (void) sd_event_source_set_enabled(status_timer, SD_EVENT_ON);
+        r = daemon_lifecycle_new(event, &daemon_ops, d.proxy, SHUTDOWN_GRACE_USEC, STATUS_INTERVAL_USEC, &d.lifecycle);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up signal handling: %m"), EXIT_FAILURE;
 
         /* Everything is open: from here on only what serving needs is allowed. */
         if (d.config->sandbox) {
@@ -239,6 +205,7 @@ int main(int argc, char *argv[]) {
                         log_warning("This build has no seccomp support: running without a syscall filter.");
                 else if (r < 0) {
                         log_error_errno(r, "Failed to load the syscall filter: %m. Set Sandbox=no in [Agent] to run without it.");
+                        d.lifecycle = daemon_lifecycle_free(d.lifecycle);
                         d.proxy = proxy_free(d.proxy);
                         clubd_config_free(d.config);
                         return EXIT_FAILURE;
@@ -253,7 +220,7 @@ int main(int argc, char *argv[]) {
 
         r = sd_event_loop(event);
 
-        d.shutdown_timer = sd_event_source_disable_unref(d.shutdown_timer);
+        d.lifecycle = daemon_lifecycle_free(d.lifecycle);
         d.proxy = proxy_free(d.proxy);
         clubd_config_free(d.config);
         if (r < 0)
