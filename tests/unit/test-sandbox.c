@@ -2,6 +2,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -96,8 +97,6 @@ static int try_allowed_io(void) {
 
 START_TEST(test_refuses_exec_and_ptrace)
 {
-        if (!sandbox_supported())
-                return;
         ck_assert_int_eq(in_sandbox(try_exec), 0);
         ck_assert_int_eq(in_sandbox(try_ptrace), 0);
 }
@@ -105,8 +104,6 @@ END_TEST
 
 START_TEST(test_threads_but_no_processes)
 {
-        if (!sandbox_supported())
-                return;
         ck_assert_int_eq(in_sandbox(try_thread), 0);
         ck_assert_int_eq(in_sandbox(try_fork), 0);
 }
@@ -114,22 +111,25 @@ END_TEST
 
 START_TEST(test_socket_families)
 {
-        if (!sandbox_supported())
-                return;
         ck_assert_int_eq(in_sandbox(try_sockets), 0);
 }
 END_TEST
 
 START_TEST(test_default_is_eperm)
 {
-        if (!sandbox_supported())
-                return;
         ck_assert_int_eq(in_sandbox(try_allowed_io), 0);
 }
 END_TEST
 
 int main(void) {
-        Suite *s = suite_create("sandbox");
+        Suite *s;
+
+        /* Without libseccomp there is nothing to prove: say so (meson's skip) rather than pass. */
+        if (!sandbox_supported()) {
+                fprintf(stderr, "This build has no seccomp support (-Dseccomp=disabled or no libseccomp).\n");
+                return 77;
+        }
+        s = suite_create("sandbox");
         TCase *tc = tcase_create("core");
         SRunner *sr;
         int failed;
