@@ -36,91 +36,20 @@ set -u
 GATEWAYD=${1:?usage: $0 CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER CLUB-HEARTBEAT-HELPER}
 ADMIN=${2:?usage: $0 CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER CLUB-HEARTBEAT-HELPER}
 HB=${3:?usage: $0 CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER CLUB-HEARTBEAT-HELPER}
-PY=/usr/bin/python3
-
-skip() {
-        echo "SKIP: $*"
-        [ "${CLUB_TEST_STRICT:-0}" = 1 ] && exit 1
-        exit 77
-}
-[ "$(id -u)" = 0 ] || skip "not root"
-for t in wireguard-go wg ip curl ping "$PY"; do
-        command -v "$t" >/dev/null 2>&1 || skip "$t is not installed"
-done
-[ -c /dev/net/tun ] || skip "no /dev/net/tun"
-
+TEST=test-gatewayd-heartbeat
 ID=$$
 NS=clubhbv$ID
 NSA=clubhba$ID
-IF=chg$ID                       # ≤ 15 characters; /run/wireguard is shared by all namespaces
+IF=chg$ID
 AIF=cha$ID
-RUNDIR=/run/wireguard
 PUBLIC=http://127.0.0.1:8080
 HBPATH=/api/v1/agents/heartbeat
 MESHURL=http://100.96.0.1:8443$HBPATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-gatewayd-heartbeat.XXXXXX")
-umask 077
-wgpid= gwpid= awgpid= srvpid= netns_made=0 nsa_made=0 rundir_made=0
-
-cleanup() {
-        [ -n "$srvpid" ] && kill "$srvpid" 2>/dev/null
-        [ -n "$gwpid" ] && kill "$gwpid" 2>/dev/null
-        [ -n "$wgpid" ] && kill "$wgpid" 2>/dev/null
-        [ -n "$awgpid" ] && kill "$awgpid" 2>/dev/null
-        sleep 0.2
-        [ -n "$gwpid" ] && kill -9 "$gwpid" 2>/dev/null
-        [ -n "$wgpid" ] && kill -9 "$wgpid" 2>/dev/null
-        [ -n "$awgpid" ] && kill -9 "$awgpid" 2>/dev/null
-        [ -n "$srvpid" ] && kill -9 "$srvpid" 2>/dev/null
-        wait 2>/dev/null
-        [ "$netns_made" = 1 ] && ip netns del "$NS" 2>/dev/null
-        [ "$nsa_made" = 1 ] && ip netns del "$NSA" 2>/dev/null
-        rm -f "$RUNDIR/$IF.sock" "$RUNDIR/$AIF.sock"
-        [ "$rundir_made" = 1 ] && rmdir "$RUNDIR" 2>/dev/null
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-failures=0
-ok() { echo "ok - $*"; }
-fail() { echo "FAIL - $*"; failures=$((failures + 1)); }
-check() {  # DESCRIPTION COMMAND...
-        local what=$1
-        shift
-        if "$@"; then ok "$what"; else fail "$what"; fi
-}
-in_ns() { ip netns exec "$NS" "$@"; }
-in_agent() { ip netns exec "$NSA" "$@"; }
-wait_for() {  # SECONDS COMMAND...
-        local n=$(($1 * 10))
-        shift
-        while ((n-- > 0)); do
-                "$@" && return 0
-                sleep 0.1
-        done
-        return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/gatewayd-netns.sh"
 
 # ---- the namespaces, the veth, both WireGuard interfaces ----------------------------------
-[ -d "$RUNDIR" ] || { mkdir -p "$RUNDIR" && rundir_made=1; }
-ip netns add "$NS" || skip "cannot create a network namespace"
-netns_made=1
-ip -n "$NS" link set lo up
-ip netns add "$NSA"
-nsa_made=1
-ip -n "$NSA" link set lo up
-ip link add hv$ID netns "$NS" type veth peer name ha$ID netns "$NSA"
-ip -n "$NS" addr add 10.78.0.1/24 dev hv$ID
-ip -n "$NS" link set hv$ID up
-ip -n "$NSA" addr add 10.78.0.2/24 dev ha$ID
-ip -n "$NSA" link set ha$ID up
-# Not through in_ns: a backgrounded function is a subshell, and $! would not be the daemon.
-ip netns exec "$NS" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go -f "$IF" >"$tmp/hub-wg.log" 2>&1 &
-wgpid=$!
-ip netns exec "$NSA" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go -f "$AIF" >"$tmp/agent-wg.log" 2>&1 &
-awgpid=$!
-wait_for 5 test -S "$RUNDIR/$IF.sock" || { fail "wireguard-go did not start for the hub"; exit 1; }
-wait_for 5 test -S "$RUNDIR/$AIF.sock" || { fail "wireguard-go did not start for the agent"; exit 1; }
+netns_setup 10.78.0
+start_agent_wg
 
 mkdir -m 0700 "$tmp/state"
 write_config() {  # [HEARTBEAT-WINDOW [PROBE-INTERVAL [EPHEMERAL-GRACE]]]

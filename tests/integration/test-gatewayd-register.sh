@@ -33,83 +33,17 @@ set -u
 
 GATEWAYD=${1:?usage: $0 CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER}
 HELPER=${2:?usage: $0 CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER}
-PY=/usr/bin/python3
-
-skip() {
-        echo "SKIP: $*"
-        [ "${CLUB_TEST_STRICT:-0}" = 1 ] && exit 1
-        exit 77
-}
-[ "$(id -u)" = 0 ] || skip "not root"
-for t in wireguard-go wg ip curl ping "$PY"; do
-        command -v "$t" >/dev/null 2>&1 || skip "$t is not installed"
-done
-[ -c /dev/net/tun ] || skip "no /dev/net/tun"
-
+TEST=test-gatewayd-register
 ID=$$
 NS=clubvps$ID
 NSA=clubagt$ID                  # the agent of the real-tunnel check
 AIF=cga$ID
-IF=cgw$ID                       # ≤ 15 characters; /run/wireguard is shared by all namespaces
-RUNDIR=/run/wireguard
+IF=cgw$ID
 URL=http://127.0.0.1:8080/api/v1/agents/register
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-gatewayd-register.XXXXXX")
-umask 077
-wgpid= gwpid= awgpid= netns_made=0 nsa_made=0 rundir_made=0
+. "$(dirname "${BASH_SOURCE[0]}")/gatewayd-netns.sh"
 
-cleanup() {
-        [ -n "$gwpid" ] && kill "$gwpid" 2>/dev/null
-        [ -n "$wgpid" ] && kill "$wgpid" 2>/dev/null
-        [ -n "$awgpid" ] && kill "$awgpid" 2>/dev/null
-        sleep 0.2
-        [ -n "$gwpid" ] && kill -9 "$gwpid" 2>/dev/null
-        [ -n "$wgpid" ] && kill -9 "$wgpid" 2>/dev/null
-        [ -n "$awgpid" ] && kill -9 "$awgpid" 2>/dev/null
-        wait 2>/dev/null
-        [ "$netns_made" = 1 ] && ip netns del "$NS" 2>/dev/null
-        [ "$nsa_made" = 1 ] && ip netns del "$NSA" 2>/dev/null
-        rm -f "$RUNDIR/$IF.sock" "$RUNDIR/$AIF.sock"
-        [ "$rundir_made" = 1 ] && rmdir "$RUNDIR" 2>/dev/null
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-failures=0
-ok() { echo "ok - $*"; }
-fail() { echo "FAIL - $*"; failures=$((failures + 1)); }
-check() {  # DESCRIPTION COMMAND...
-        local what=$1
-        shift
-        if "$@"; then ok "$what"; else fail "$what"; fi
-}
-in_ns() { ip netns exec "$NS" "$@"; }
-wait_for() {  # SECONDS COMMAND...
-        local n=$(($1 * 10))
-        shift
-        while ((n-- > 0)); do
-                "$@" && return 0
-                sleep 0.1
-        done
-        return 1
-}
-
-# ---- the namespace and the hub interface ------------------------------------------------
-[ -d "$RUNDIR" ] || { mkdir -p "$RUNDIR" && rundir_made=1; }
-ip netns add "$NS" || skip "cannot create a network namespace"
-netns_made=1
-ip -n "$NS" link set lo up
-ip netns add "$NSA"
-nsa_made=1
-ip -n "$NSA" link set lo up
-ip link add vv$ID netns "$NS" type veth peer name va$ID netns "$NSA"
-ip -n "$NS" addr add 10.79.0.1/24 dev vv$ID
-ip -n "$NS" link set vv$ID up
-ip -n "$NSA" addr add 10.79.0.2/24 dev va$ID
-ip -n "$NSA" link set va$ID up
-# Not through in_ns: a backgrounded function is a subshell, and $! would not be the daemon.
-ip netns exec "$NS" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go -f "$IF" >"$tmp/wireguard-go.log" 2>&1 &
-wgpid=$!
-wait_for 5 test -S "$RUNDIR/$IF.sock" || { fail "wireguard-go did not start"; cat "$tmp/wireguard-go.log"; exit 1; }
+# ---- the namespaces and the hub interface ------------------------------------------------
+netns_setup 10.79.0
 
 mkdir -m 0700 "$tmp/state"
 write_config() {  # [ENDPOINT [INTERFACE]]
@@ -279,8 +213,7 @@ check "after the restart the missing peer is back and the stray one gone" test "
 check "the hub kept its key across the restart" test "$(in_ns wg show "$IF" public-key)" = "$HUBPUB"
 
 # ---- a real tunnel: an agent configured from the answer pings the gateway -------------------
-ip netns exec "$NSA" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go -f "$AIF" >"$tmp/agent-wg.log" 2>&1 &
-awgpid=$!
+start_agent_wg
 if wait_for 5 test -S "$RUNDIR/$AIF.sock"; then
         wg genkey >"$tmp/agent.key"
         post "$AGENT" "$(body tunnel "$(wg pubkey <"$tmp/agent.key")")"

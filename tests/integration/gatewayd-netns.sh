@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Sourced by the gateway's namespace tests (test-gatewayd-register.sh,
+# test-gatewayd-heartbeat.sh): prerequisites, cleanup, check helpers, and the two namespaces
+# ("vps" with the hub's wireguard-go, "agent") joined by a veth.
+#
+# The caller sets before sourcing: TEST (a name for the temporary directory), ID (unique, e.g.
+# $$), NS and NSA (the namespaces), IF and AIF (hub and agent interfaces, ≤ 15 characters:
+# /run/wireguard is shared by all namespaces). It gets: $tmp, $PY, $RUNDIR, skip, ok, fail,
+# check, in_ns, in_agent, wait_for, netns_setup UNDERLAY-PREFIX, start_agent_wg; and the pid
+# variables wgpid (hub), awgpid (agent), gwpid and srvpid, which cleanup stops on exit.
+
+PY=/usr/bin/python3
+RUNDIR=/run/wireguard
+
+skip() {
+        echo "SKIP: $*"
+        [ "${CLUB_TEST_STRICT:-0}" = 1 ] && exit 1
+        exit 77
+}
+[ "$(id -u)" = 0 ] || skip "not root"
+for t in wireguard-go wg ip curl ping "$PY"; do
+        command -v "$t" >/dev/null 2>&1 || skip "$t is not installed"
+done
+[ -c /dev/net/tun ] || skip "no /dev/net/tun"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/$TEST.XXXXXX")
+umask 077
+wgpid= gwpid= awgpid= srvpid= netns_made=0 nsa_made=0 rundir_made=0
+
+cleanup() {
+        local p
+        for p in "$srvpid" "$gwpid" "$wgpid" "$awgpid"; do
+                [ -n "$p" ] && kill "$p" 2>/dev/null
+        done
+        sleep 0.2
+        for p in "$srvpid" "$gwpid" "$wgpid" "$awgpid"; do
+                [ -n "$p" ] && kill -9 "$p" 2>/dev/null
+        done
+        wait 2>/dev/null
+        [ "$netns_made" = 1 ] && ip netns del "$NS" 2>/dev/null
+        [ "$nsa_made" = 1 ] && ip netns del "$NSA" 2>/dev/null
+        rm -f "$RUNDIR/$IF.sock" "$RUNDIR/$AIF.sock"
+        [ "$rundir_made" = 1 ] && rmdir "$RUNDIR" 2>/dev/null
+        rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+failures=0
+ok() { echo "ok - $*"; }
+fail() { echo "FAIL - $*"; failures=$((failures + 1)); }
+check() {  # DESCRIPTION COMMAND...
+        local what=$1
+        shift
+        if "$@"; then ok "$what"; else fail "$what"; fi
+}
+in_ns() { ip netns exec "$NS" "$@"; }
+in_agent() { ip netns exec "$NSA" "$@"; }
+wait_for() {  # SECONDS COMMAND...
+        local n=$(($1 * 10))
+        shift
+        while ((n-- > 0)); do
+                "$@" && return 0
+                sleep 0.1
+        done
+        return 1
+}
+
+# Both namespaces, the veth (UNDERLAY.1 in vps, UNDERLAY.2 in agent), and the hub's
+# wireguard-go. Not through in_ns: a backgrounded function is a subshell, and $! would not be
+# the daemon.
+netns_setup() {  # UNDERLAY-PREFIX, e.g. 10.79.0
+        [ -d "$RUNDIR" ] || { mkdir -p "$RUNDIR" && rundir_made=1; }
+        ip netns add "$NS" || skip "cannot create a network namespace"
+        netns_made=1
+        ip -n "$NS" link set lo up
+        ip netns add "$NSA"
+        nsa_made=1
+        ip -n "$NSA" link set lo up
+        ip link add gv$ID netns "$NS" type veth peer name ga$ID netns "$NSA"
+        ip -n "$NS" addr add "$1.1/24" dev gv$ID
+        ip -n "$NS" link set gv$ID up
+        ip -n "$NSA" addr add "$1.2/24" dev ga$ID
+        ip -n "$NSA" link set ga$ID up
+        ip netns exec "$NS" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go -f "$IF" >"$tmp/hub-wg.log" 2>&1 &
+        wgpid=$!
+        wait_for 5 test -S "$RUNDIR/$IF.sock" || { fail "wireguard-go did not start for the hub"; cat "$tmp/hub-wg.log"; exit 1; }
+}
+
+start_agent_wg() {
+        ip netns exec "$NSA" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go -f "$AIF" >"$tmp/agent-wg.log" 2>&1 &
+        awgpid=$!
+        wait_for 5 test -S "$RUNDIR/$AIF.sock" || { fail "wireguard-go did not start for the agent"; cat "$tmp/agent-wg.log"; exit 1; }
+}
