@@ -357,21 +357,24 @@ int http_exchange_add_header(HttpExchange *x, const char *name, const char *valu
         return 0;
 }
 
-int http_exchange_respond(HttpExchange *x, unsigned status, const char *content_type,
-                          const void *body, size_t len) {
-        struct MHD_Response *resp;
-        int r;
-
+/* Checks shared by every way of answering: not answered yet, client still there. */
+static int exchange_prepare_answer(HttpExchange *x, const char *content_type) {
         assert(x);
         if (x->response || x->streaming || x->queued)
                 return -EBUSY;
         if (x->client_gone)
                 return -EPIPE;
-        if (content_type) {
-                r = http_exchange_add_header(x, "Content-Type", content_type);
-                if (r < 0)
-                        return r;
-        }
+        return content_type ? http_exchange_add_header(x, "Content-Type", content_type) : 0;
+}
+
+int http_exchange_respond(HttpExchange *x, unsigned status, const char *content_type,
+                          const void *body, size_t len) {
+        struct MHD_Response *resp;
+        int r;
+
+        r = exchange_prepare_answer(x, content_type);
+        if (r < 0)
+                return r;
         resp = MHD_create_response_from_buffer(len, (void *) (body ?: ""), MHD_RESPMEM_MUST_COPY);
         if (!resp)
                 return -ENOMEM;
@@ -406,16 +409,9 @@ int http_exchange_stream_start_sized(HttpExchange *x, unsigned status, const cha
         struct MHD_Response *resp;
         int r;
 
-        assert(x);
-        if (x->response || x->streaming || x->queued)
-                return -EBUSY;
-        if (x->client_gone)
-                return -EPIPE;
-        if (content_type) {
-                r = http_exchange_add_header(x, "Content-Type", content_type);
-                if (r < 0)
-                        return r;
-        }
+        r = exchange_prepare_answer(x, content_type);
+        if (r < 0)
+                return r;
         /* MHD callocs block_size bytes with every callback response. It reads a sized body
          * through them, so no more than the body is useful; a chunked body goes straight into
          * the connection's write buffer and never touches them. */
