@@ -3,9 +3,9 @@
 #
 # test-bus-polkit.sh — lib/bus-util and lib/polkit end to end, on a private system bus.
 #
-# In private mount and PID namespaces: the real dbus-daemon with tests/integration/bus/bus.conf
-# (a "system" bus at a socket in a temporary directory, exported as
-# DBUS_SYSTEM_BUS_ADDRESS), the real polkitd (started as root; it drops to its own user)
+# Through the shared harness private-bus.sh, in private mount and PID namespaces: the real
+# dbus-daemon with tests/integration/bus/bus.conf (a "system" bus at a socket in a temporary
+# directory, exported as DBUS_SYSTEM_BUS_ADDRESS), the real polkitd (started as root; it drops to its own user)
 # with the test's action and JS rules bind-mounted over /usr/share/polkit-1/actions,
 # /etc/polkit-1/rules.d and /usr/share/polkit-1/rules.d, and three throwaway users
 # (club-test-allowed, club-test-denied, club-test-auth) added to bind-mounted copies of
@@ -33,148 +33,27 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BUSDIR=$HERE/bus
 TEST_NAME=club.inference.Test1
 TEST_PATH=/club/inference/Test1
+. "$HERE/private-bus.sh"
 
-skip() {
-        if [ "${CLUB_TEST_STRICT:-0}" = 1 ]; then echo "FAIL - prerequisite missing: $*"; exit 1; fi
-        echo "ok - # SKIP $*"; exit 77
-}
 if [ -z "$SERVICE" ] || [ ! -x "$SERVICE" ] || [ -z "$CLIENT" ] || [ ! -x "$CLIENT" ]; then
         echo "usage: $0 CLUB-BUS-TEST-SERVICE CLUB-BUS-TEST-CLIENT" >&2
         exit 1
 fi
-[ "$(id -u)" = 0 ] || skip "not root"
-for p in dbus-daemon busctl unshare setpriv getent timeout; do
-        command -v "$p" >/dev/null || skip "$p not installed"
-done
-POLKITD=
-for p in /usr/lib/polkit-1/polkitd /usr/libexec/polkitd /usr/libexec/polkit-1/polkitd; do
-        [ -x "$p" ] && { POLKITD=$p; break; }
-done
-[ -n "$POLKITD" ] || skip "polkitd not installed"
-getent passwd polkitd >/dev/null || skip "no polkitd user"
-POLKIT_BUS_CONF=
-for f in /usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf /etc/dbus-1/system.d/org.freedesktop.PolicyKit1.conf; do
-        [ -f "$f" ] && { POLKIT_BUS_CONF=$f; break; }
-done
-[ -n "$POLKIT_BUS_CONF" ] || skip "polkitd's D-Bus policy file not found"
-for d in /usr/share/polkit-1/actions /usr/share/polkit-1/rules.d /etc/polkit-1/rules.d; do
-        [ -d "$d" ] || skip "$d does not exist (nothing to mount over)"
-done
+pb_require
+pb_enter_namespace "$0" "$@"
+pb_setup club-bus-polkit
+SERVICE_PID=""
 
-# Re-run inside private mount and PID namespaces: every bind mount below vanishes with
-# them, and when this script ends — even by SIGKILL — the kernel kills every process it
-# started (it is PID 1 there; unshare's --kill-child covers unshare itself being killed).
-UNSHARE=(unshare --mount --propagation private --pid --fork --kill-child --mount-proc)
-if [ "${CLUB_BUS_TEST_IN_NAMESPACE:-}" != 1 ]; then
-        "${UNSHARE[@]}" true 2>/dev/null || skip "cannot create mount and PID namespaces"
-        exec env CLUB_BUS_TEST_IN_NAMESPACE=1 "${UNSHARE[@]}" "$0" "$@"
-fi
+pb_add_users club-test-allowed club-test-denied club-test-auth
+pb_polkit_config "$BUSDIR/club.inference.test1.policy" -- "$BUSDIR/50-club-bus-test.rules"
 
-# A tmpfs of our own: if the test is killed, nothing but this empty directory stays.
-T=$(mktemp -d /tmp/club-bus-polkit.XXXXXX)
-mount -t tmpfs -o mode=755,size=64m club-bus-polkit "$T" || { rmdir "$T"; skip "cannot mount a tmpfs"; }
-PIDS=()
-POLKIT_PID="" SERVICE_PID=""
-pass=0 fail=0
+# Binaries the test users can run.
+pb_install_bin "$SERVICE" "$CLIENT"
+SERVICE=$T/bin/$(basename "$SERVICE")
+CLIENT=$T/bin/$(basename "$CLIENT")
 
-cleanup() {
-        local rc=$?
-        set +e
-        # A stopped polkitd would keep SIGTERM pending: continue everything first.
-        for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; done
-        for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null; done
-        for _ in $(seq 30); do
-                alive=0
-                for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-                [ $alive = 0 ] && break
-                sleep 0.1
-        done
-        for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-        wait 2>/dev/null
-        umount --lazy "$T"     # lazy: /etc/passwd and /etc/group are bind mounts from it
-        rmdir "$T"
-        exit $rc
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-ok()  { echo "ok - $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-show() { sed 's/^/# /' "$@" 2>/dev/null || true; }
-T0=$(date +%s%N)
-elapsed() { echo "$(( ($(date +%s%N) - T0) / 1000000 )) ms"; }
-
-# wait_for SECONDS COMMAND…: poll every 50 ms.
-wait_for() {
-        local n=$(( $1 * 20 )); shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-        return 1
-}
-
-# ---- users, in copies of /etc/passwd and /etc/group -------------------------------------
-free_id() {
-        local id=$1
-        while getent passwd "$id" >/dev/null || getent group "$id" >/dev/null; do id=$((id + 1)); done
-        echo "$id"
-}
-cp /etc/passwd "$T/passwd"
-cp /etc/group "$T/group"
-declare -A UID_OF
-next=61900
-for u in club-test-allowed club-test-denied club-test-auth; do
-        id=$(free_id $next)
-        next=$((id + 1))
-        UID_OF[$u]=$id
-        echo "$u:x:$id:$id:club test user:/nonexistent:/usr/sbin/nologin" >> "$T/passwd"
-        echo "$u:x:$id:" >> "$T/group"
-done
-chmod 644 "$T/passwd" "$T/group"
-mount --bind "$T/passwd" /etc/passwd
-mount --bind "$T/group" /etc/group
-
-# ---- polkit configuration: only the test's action and rules ------------------------------
-mkdir -p "$T/actions" "$T/rules" "$T/empty"
-cp "$BUSDIR/club.inference.test1.policy" "$T/actions/"
-cp "$BUSDIR/50-club-bus-test.rules" "$T/rules/"
-chmod -R a+rX "$T/actions" "$T/rules" "$T/empty"
-mount --bind "$T/actions" /usr/share/polkit-1/actions
-mount --bind "$T/rules" /etc/polkit-1/rules.d
-mount --bind "$T/empty" /usr/share/polkit-1/rules.d
-
-# ---- binaries the test users can run ------------------------------------------------------
-mkdir -p "$T/bin"
-install -m 755 "$SERVICE" "$T/bin/club-bus-test-service"
-install -m 755 "$CLIENT" "$T/bin/club-bus-test-client"
-SERVICE=$T/bin/club-bus-test-service
-CLIENT=$T/bin/club-bus-test-client
-
-# ---- the private system bus ---------------------------------------------------------------
-cp -r "$BUSDIR" "$T/bus"
-mkdir -p "$T/bus/system.d"
-cp "$POLKIT_BUS_CONF" "$T/bus/system.d/"
-ADDR=unix:path=$T/system_bus_socket
-export DBUS_SYSTEM_BUS_ADDRESS=$ADDR
-dbus-daemon --config-file="$T/bus/bus.conf" --address="$ADDR" --nofork --nopidfile \
-        > "$T/dbus.log" 2>&1 &
-PIDS+=("$!")
-if wait_for 5 busctl --address="$ADDR" list --no-pager; then
-        ok "private dbus-daemon answers as the system bus"
-else
-        bad "private dbus-daemon"; show "$T/dbus.log"; exit 1
-fi
-
-start_polkitd() {
-        "$POLKITD" --no-debug >> "$T/polkitd.log" 2>&1 &
-        POLKIT_PID=$!
-        PIDS+=("$POLKIT_PID")
-        wait_for 10 busctl --address="$ADDR" status org.freedesktop.PolicyKit1
-}
-if start_polkitd; then
-        ok "polkitd owns org.freedesktop.PolicyKit1 (as user $(ps -o user= -p $POLKIT_PID))"
-else
-        bad "polkitd did not start"; show "$T/polkitd.log"; exit 1
-fi
+pb_start_bus "$BUSDIR/club.inference.Test1.conf"
+pb_start_polkitd
 
 # start_service LOG [OPTIONS…]: run the test service, wait for its name.
 start_service() {
@@ -191,12 +70,6 @@ stop_service() {
         wait "$SERVICE_PID" || rc=$?
         return $rc
 }
-# Nothing at warning level or above in a service log (its lines carry "<N>" prefixes).
-log_clean() {
-        ! grep -q '^<[0-4]>' "$1" && return 0
-        grep '^<[0-4]>' "$1" | sed 's/^/# /'
-        return 1
-}
 
 if start_service "$T/service1.log"; then
         ok "club-bus-test-service owns $TEST_NAME (bus policy lets root own it)"
@@ -204,21 +77,10 @@ else
         bad "service did not start"; show "$T/service1.log"; exit 1
 fi
 
-# ---- helpers for callers --------------------------------------------------------------------
-# as USER COMMAND…: run as a test user, no supplementary groups, clean environment.
-as() {
-        local u=$1; shift
-        local id=${UID_OF[$u]}
-        setpriv --reuid="$id" --regid="$id" --clear-groups \
-                env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DBUS_SYSTEM_BUS_ADDRESS="$ADDR" "$@"
-}
+# ---- helpers for callers (as USER … comes from private-bus.sh) ------------------------------
 BUSCTL=(busctl --address="$ADDR" --timeout=10)
 bcall() { "${BUSCTL[@]}" call "$TEST_NAME" "$TEST_PATH" "$TEST_NAME" "$@" 2>&1; }
 counter() { "${BUSCTL[@]}" get-property "$TEST_NAME" "$TEST_PATH" "$TEST_NAME" Counter 2>&1; }
-# expect WHAT GOT WANT
-expect() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi; }
-# expect_in WHAT HAYSTACK NEEDLE
-expect_in() { if [[ "$2" == *"$3"* ]]; then ok "$1"; else bad "$1: '$3' not in: $2"; fi; }
 
 # ---- bus policy -------------------------------------------------------------------------------
 out=$(as club-test-allowed timeout 5 "$SERVICE" 2>&1 || true)
@@ -377,8 +239,4 @@ else
         bad "service did not start without polkitd"; show "$T/service3.log"
 fi
 
-if [ "$fail" -gt 0 ]; then
-        for f in "$T"/polkitd.log "$T"/dbus.log; do echo "# --- $f"; show "$f"; done
-fi
-echo "# $pass passed, $fail failed, $(elapsed)"
-[ "$fail" -eq 0 ]
+pb_finish
