@@ -12,7 +12,9 @@
 
 #include "cleanup.h"
 #include "conf-parser.h"
+#include "gateway-api.h"
 #include "gateway-config.h"
+#include "gateway-route.h"
 #include "log.h"
 #include "parse-util.h"
 #include "store.h"
@@ -144,6 +146,65 @@ static CONFIG_PARSER_PROTOTYPE(parse_wg_port) {
         return 0;
 }
 
+/* Registrations per minute from one source address or with one key; also the burst. */
+static CONFIG_PARSER_PROTOTYPE(parse_register_rate) {
+        unsigned *p = data;
+        unsigned v;
+
+        if (parse_uint(value, &v) < 0 || v == 0 || v > GATEWAY_REGISTER_RATE_MAX) {
+                config_set_reason(ctx, "expected registrations per minute, from 1 to 100000 (it is also the burst)");
+                return -EINVAL;
+        }
+        *p = v;
+        return 0;
+}
+
+static CONFIG_PARSER_PROTOTYPE(parse_shutdown_grace) {
+        uint64_t *p = data;
+        uint64_t v;
+
+        if (parse_sec(value, &v) < 0 || v > GATEWAY_SHUTDOWN_GRACE_USEC_MAX) {
+                config_set_reason(ctx, "expected a time from 0 to 1h, e.g. 10s or 500ms");
+                return -EINVAL;
+        }
+        *p = v;
+        return 0;
+}
+
+/* The durations of the OpenAI API: ltype indexes this table. */
+static const struct {
+        uint64_t min, max;
+        const char *reason;
+} api_durations[] = {
+        { USEC_PER_SEC / 10, 300 * USEC_PER_SEC, "expected a time from 100ms to 5min, e.g. 5s" },
+        { USEC_PER_SEC, 24 * 3600 * USEC_PER_SEC, "expected a time from 1s to 1 day, e.g. 300s or 10min" },
+        { 0, 3600 * USEC_PER_SEC, "expected a time up to 1h, e.g. 15s; 0 turns keep-alives off" },
+        { USEC_PER_SEC / 10, 3600 * USEC_PER_SEC, "expected a time from 100ms to 1h, e.g. 1s" },
+};
+
+static CONFIG_PARSER_PROTOTYPE(parse_api_duration) {
+        uint64_t *p = data, v;
+
+        assert(ltype >= 0 && (size_t) ltype < ELEMENTSOF(api_durations));
+        if (parse_sec(value, &v) < 0 || v < api_durations[ltype].min || v > api_durations[ltype].max) {
+                config_set_reason(ctx, api_durations[ltype].reason);
+                return -EINVAL;
+        }
+        *p = v;
+        return 0;
+}
+
+static CONFIG_PARSER_PROTOTYPE(parse_max_attempts) {
+        unsigned *p = data, v;
+
+        if (parse_uint(value, &v) < 0 || v < 1 || v > GATEWAY_API_MAX_ATTEMPTS_MAX) {
+                config_set_reason(ctx, "expected a number of providers from 1 to 16");
+                return -EINVAL;
+        }
+        *p = v;
+        return 0;
+}
+
 static int default_key_file(const char *state_path, char **ret) {
         const char *slash = strrchr(state_path, '/');
 
@@ -162,12 +223,23 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 return -ENOMEM;
         *c = (GatewayConfig) {
                 .log_level = -1,
+                .dbus = true,
                 .max_connections = 1024,
                 .max_body_size = 8U << 20,
                 .wg_enabled = true,
                 .wg_listen_port = GATEWAY_WG_LISTEN_PORT_DEFAULT,
                 .probe_interval_usec = GATEWAY_PROBE_INTERVAL_USEC_DEFAULT,
                 .ephemeral_grace_usec = GATEWAY_EPHEMERAL_GRACE_USEC_DEFAULT,
+                .connect_timeout_usec = GATEWAY_API_CONNECT_TIMEOUT_USEC_DEFAULT,
+                .first_byte_timeout_usec = GATEWAY_API_FIRST_BYTE_TIMEOUT_USEC_DEFAULT,
+                .idle_timeout_usec = GATEWAY_API_IDLE_TIMEOUT_USEC_DEFAULT,
+                .keep_alive_usec = GATEWAY_API_KEEPALIVE_USEC_DEFAULT,
+                .max_attempts = GATEWAY_API_MAX_ATTEMPTS_DEFAULT,
+                .failure_backoff_usec = ROUTER_BACKOFF_MIN_USEC_DEFAULT,
+                .failure_backoff_max_usec = ROUTER_BACKOFF_MAX_USEC_DEFAULT,
+                .shutdown_grace_usec = GATEWAY_SHUTDOWN_GRACE_USEC_DEFAULT,
+                .register_rate_per_source = GATEWAY_REGISTER_RATE_DEFAULT,
+                .register_rate_per_key = GATEWAY_REGISTER_RATE_DEFAULT,
         };
 
         const ConfigItem table[] = {
@@ -177,11 +249,22 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 { "Gateway", "HeartbeatWindow", config_parse_sec, 0, &c->heartbeat_window_usec },
                 { "Gateway", "ProbeInterval", config_parse_sec, 0, &c->probe_interval_usec },
                 { "Gateway", "EphemeralGrace", config_parse_sec, 0, &c->ephemeral_grace_usec },
+                { "Gateway", "ShutdownGrace", parse_shutdown_grace, 0, &c->shutdown_grace_usec },
+                { "Gateway", "DBus", config_parse_bool, 0, &c->dbus },
                 { "Public", "Listen", parse_listen, 0, &c->public_listen },
                 { "Public", "TLSCertificate", parse_path, 0, &c->tls_certificate },
                 { "Public", "TLSKey", parse_path, 0, &c->tls_key },
                 { "Public", "MaxConnections", config_parse_uint, 0, &c->max_connections },
                 { "Public", "MaxBodySize", config_parse_size, 0, &c->max_body_size },
+                { "Public", "ConnectTimeout", parse_api_duration, 0, &c->connect_timeout_usec },
+                { "Public", "FirstByteTimeout", parse_api_duration, 1, &c->first_byte_timeout_usec },
+                { "Public", "IdleTimeout", parse_api_duration, 1, &c->idle_timeout_usec },
+                { "Public", "KeepAliveInterval", parse_api_duration, 2, &c->keep_alive_usec },
+                { "Public", "MaxAttempts", parse_max_attempts, 0, &c->max_attempts },
+                { "Public", "FailureBackoff", parse_api_duration, 3, &c->failure_backoff_usec },
+                { "Public", "FailureBackoffMax", parse_api_duration, 3, &c->failure_backoff_max_usec },
+                { "Public", "RegisterRatePerSource", parse_register_rate, 0, &c->register_rate_per_source },
+                { "Public", "RegisterRatePerKey", parse_register_rate, 0, &c->register_rate_per_key },
                 { "Mesh", "Listen", parse_listen, 0, &c->mesh_listen },
                 { "WireGuard", "Enabled", config_parse_bool, 0, &c->wg_enabled },
                 { "WireGuard", "Interface", parse_ifname, 0, &c->wg_interface },
@@ -219,6 +302,8 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 return log_error_errno(-EINVAL, "%s: ProbeInterval= in [Gateway] must be from 1s to 1 day.", path);
         if (c->ephemeral_grace_usec < USEC_PER_SEC || c->ephemeral_grace_usec > STORE_ONLINE_WINDOW_USEC_MAX)
                 return log_error_errno(-EINVAL, "%s: EphemeralGrace= in [Gateway] must be from 1s to 1 week.", path);
+        if (c->failure_backoff_max_usec < c->failure_backoff_usec)
+                return log_error_errno(-EINVAL, "%s: FailureBackoffMax= in [Public] must not be shorter than FailureBackoff=.", path);
         if (c->max_connections == 0 || c->max_body_size == 0)
                 return log_error_errno(-EINVAL, "%s: MaxConnections and MaxBodySize in [Public] must be positive.", path);
 

@@ -25,20 +25,38 @@
 #define GATEWAY_EPHEMERAL_GRACE_USEC_DEFAULT (600 * USEC_PER_SEC)
 /* How often stale ephemeral providers are looked for (at most half the grace). */
 #define GATEWAY_REAP_INTERVAL_USEC (30 * USEC_PER_SEC)
+/* On SIGTERM, requests in flight get this long to finish; ShutdownGrace= takes 0 to 1 h. */
+#define GATEWAY_SHUTDOWN_GRACE_USEC_DEFAULT (10 * USEC_PER_SEC)
+#define GATEWAY_SHUTDOWN_GRACE_USEC_MAX (3600 * USEC_PER_SEC)
+/* Registrations per minute (and burst) per source address and per key; 1 to 100000. */
+#define GATEWAY_REGISTER_RATE_DEFAULT 10U
+#define GATEWAY_REGISTER_RATE_MAX 100000U
 
 typedef struct GatewayConfig {
         int log_level;
+        bool dbus;                  /* [Gateway] DBus=: serve club.inference.Gateway1 (default yes) */
         char *state_path;
         char *mesh_prefix;          /* NULL: the store's default (100.96.0.0/16) */
         uint64_t heartbeat_window_usec; /* online while the last heartbeat is this young; 0: 120 s */
         uint64_t probe_interval_usec;   /* between two probes of each provider's /healthz; 30 s */
         uint64_t ephemeral_grace_usec;  /* ephemeral providers silent this long are deleted; 10 min */
+        uint64_t shutdown_grace_usec;   /* on SIGTERM, in-flight requests get this long; 10 s */
 
         char *public_listen;        /* "ADDR:PORT"; NULL: socket activation or --listen only */
         char *tls_certificate;      /* PEM file; set together with tls_key, or neither */
         char *tls_key;
         unsigned max_connections;
         uint64_t max_body_size;
+        /* The OpenAI API (gateway-api.h), [Public]; the defaults are set when loading. */
+        uint64_t connect_timeout_usec;      /* to an agent through its tunnel; 5 s */
+        uint64_t first_byte_timeout_usec;   /* until the agent's response headers; 300 s */
+        uint64_t idle_timeout_usec;         /* silence inside an answer; 300 s */
+        uint64_t keep_alive_usec;           /* SSE comments while a stream waits; 15 s; 0: none */
+        unsigned max_attempts;              /* providers tried per request; 3 */
+        uint64_t failure_backoff_usec;      /* a failed provider is skipped this long at first; 1 s */
+        uint64_t failure_backoff_max_usec;  /* …doubling up to this; 60 s */
+        unsigned register_rate_per_source;  /* registrations per minute (and burst) per address */
+        unsigned register_rate_per_key;     /* … per authenticated key */
 
         char *mesh_listen;          /* "ADDR:PORT"; NULL: the gateway's mesh address, port 8443 */
 

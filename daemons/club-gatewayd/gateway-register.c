@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <arpa/inet.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,99 +12,6 @@
 #include "wg.h"
 
 _Static_assert(STORE_SECRET_LEN == WG_KEY_LEN, "the secret is encoded with the key encoder");
-
-/* ---- the rate limiter ------------------------------------------------------------------- */
-
-typedef struct RateSlot {
-        bool used;
-        int family;
-        uint8_t addr[16];
-        double tokens;
-        uint64_t last_usec;
-} RateSlot;
-
-struct RateLimiter {
-        unsigned burst;
-        unsigned per_minute;
-        size_t n_slots;
-        RateSlot slots[];
-};
-
-RateLimiter *rate_limiter_new(unsigned burst, unsigned per_minute, unsigned slots) {
-        RateLimiter *l;
-
-        assert(burst > 0 && per_minute > 0 && slots > 0);
-        l = calloc(1, sizeof(RateLimiter) + slots * sizeof(RateSlot));
-        if (!l)
-                return NULL;
-        l->burst = burst;
-        l->per_minute = per_minute;
-        l->n_slots = slots;
-        return l;
-}
-
-RateLimiter *rate_limiter_free(RateLimiter *l) {
-        return mfree(l);
-}
-
-/* The address a bucket is kept for; IPv4-mapped IPv6 counts as IPv4. */
-static void peer_key(const struct sockaddr *sa, int *ret_family, uint8_t ret_addr[static 16]) {
-        memset(ret_addr, 0, 16);
-        *ret_family = AF_UNSPEC;
-        if (!sa)
-                return;
-        if (sa->sa_family == AF_INET) {
-                *ret_family = AF_INET;
-                memcpy(ret_addr, &((const struct sockaddr_in *) sa)->sin_addr, 4);
-        } else if (sa->sa_family == AF_INET6) {
-                const struct in6_addr *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
-
-                if (IN6_IS_ADDR_V4MAPPED(a)) {
-                        *ret_family = AF_INET;
-                        memcpy(ret_addr, a->s6_addr + 12, 4);
-                } else {
-                        *ret_family = AF_INET6;
-                        memcpy(ret_addr, a->s6_addr, 16);
-                }
-        }
-}
-
-bool rate_limiter_take(RateLimiter *l, const struct sockaddr *peer, uint64_t now, unsigned *ret_retry_after_sec) {
-        RateSlot *slot = NULL, *oldest = NULL;
-        uint8_t addr[16];
-        int family;
-        double rate = (double) l->per_minute / (60.0 * USEC_PER_SEC); /* tokens per µs */
-
-        peer_key(peer, &family, addr);
-        for (size_t i = 0; i < l->n_slots; i++) {
-                RateSlot *s = &l->slots[i];
-
-                if (s->used && s->family == family && memcmp(s->addr, addr, 16) == 0) {
-                        slot = s;
-                        break;
-                }
-                /* An unused slot first, else the least recently seen address. */
-                if (!oldest || (oldest->used && (!s->used || s->last_usec < oldest->last_usec)))
-                        oldest = s;
-        }
-        if (!slot) {
-                slot = oldest;
-                *slot = (RateSlot) { .used = true, .family = family, .tokens = l->burst, .last_usec = now };
-                memcpy(slot->addr, addr, 16);
-        }
-        if (now > slot->last_usec) {
-                slot->tokens = fmin((double) l->burst, slot->tokens + (double) (now - slot->last_usec) * rate);
-                slot->last_usec = now;
-        }
-        if (slot->tokens >= 1.0) {
-                slot->tokens -= 1.0;
-                return true;
-        }
-        *ret_retry_after_sec = (unsigned) ceil((1.0 - slot->tokens) / rate / USEC_PER_SEC);
-        if (*ret_retry_after_sec == 0)
-                *ret_retry_after_sec = 1;
-        return false;
-}
 
 /* ---- the handler ------------------------------------------------------------------------ */
 
@@ -147,6 +53,15 @@ static int respond_key_error(HttpExchange *x, int r) {
         default: /* -EKEYREJECTED */
                 return respond_unauthorized(x, "invalid_api_key", "Incorrect API key provided.");
         }
+}
+
+static int respond_rate_limited(HttpExchange *x, unsigned retry, const char *which) {
+        char v[16];
+
+        snprintf(v, sizeof v, "%u", retry);
+        (void) http_exchange_add_header(x, "Retry-After", v);
+        return http_exchange_respond_error(x, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                                           "Too many registrations %s; try again in %u s.", which, retry);
 }
 
 static bool name_is_valid(const char *s) {
@@ -221,6 +136,7 @@ int handle_register(RegisterContext *c, HttpExchange *x) {
         StoreApiKey apikey = {};
         StoreRegistration reg = {};
         uint8_t secret[STORE_SECRET_LEN];
+        char bucket[RATE_LIMITER_KEY_MAX], prefix[KEY_PREFIX_SIZE];
         const char *auth, *key, *name = NULL, *public_key = NULL, *version = NULL, *reason = NULL;
         const void *data;
         size_t len, answer_len = 0;
@@ -235,14 +151,8 @@ int handle_register(RegisterContext *c, HttpExchange *x) {
                 return http_exchange_respond_error(x, 405, "invalid_request_error", "method_not_allowed", NULL,
                                                    "Use POST for %s.", REGISTER_PATH);
         }
-        if (!rate_limiter_take(c->limiter, http_exchange_peer(x), now_usec(CLOCK_MONOTONIC), &retry)) {
-                char v[16];
-
-                snprintf(v, sizeof v, "%u", retry);
-                (void) http_exchange_add_header(x, "Retry-After", v);
-                return http_exchange_respond_error(x, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
-                                                   "Too many registrations from this address; try again in %u s.", retry);
-        }
+        if (!rate_limiter_take(c->limiter, http_exchange_peer(x), now_usec(CLOCK_MONOTONIC), &retry))
+                return respond_rate_limited(x, retry, "from this address");
 
         /* Who: "Authorization: Bearer ic-…" (API key, scope agent) or "Bearer ie-…" (enrollment). */
         auth = http_exchange_header(x, "Authorization");
@@ -257,10 +167,19 @@ int handle_register(RegisterContext *c, HttpExchange *x) {
                 if (r < 0)
                         return is_key_error(r) ? respond_key_error(x, r) : respond_store_error(x, r, "checking the API key");
                 reg.owner_id = apikey.user_id;
+                snprintf(bucket, sizeof bucket, "ic:%" PRIi64, apikey.id);
                 store_api_key_deinit(&apikey);
-        } else if (kind == KEY_KIND_ENROLLMENT && key_parse(key, KEY_KIND_ENROLLMENT, NULL, NULL) >= 0)
+                /* Authenticated: now the key's own limit, whatever address it comes from. */
+                if (!rate_limiter_take_key(c->key_limiter, bucket, now_usec(CLOCK_MONOTONIC), &retry))
+                        return respond_rate_limited(x, retry, "with this API key");
+        } else if (kind == KEY_KIND_ENROLLMENT && key_parse(key, KEY_KIND_ENROLLMENT, prefix, NULL) >= 0) {
                 reg.enrollment_key = key;       /* checked and consumed by store_provider_register() */
-        else
+                /* The store authenticates it below; a token is taken only once it has, so a
+                 * stranger who knows the (public) prefix cannot drain the key's bucket. */
+                snprintf(bucket, sizeof bucket, "ie:%s", prefix);
+                if (!rate_limiter_check_key(c->key_limiter, bucket, now_usec(CLOCK_MONOTONIC), &retry))
+                        return respond_rate_limited(x, retry, "with this enrollment key");
+        } else
                 return respond_key_error(x, -EKEYREJECTED);
 
         /* What. */
@@ -300,6 +219,9 @@ int handle_register(RegisterContext *c, HttpExchange *x) {
         reg.agent_port = (uint16_t) port;
         reg.version = version;
         r = store_provider_register(c->store, &reg, &p, secret);
+        /* The store got past the enrollment key's check (these errors come after it). */
+        if (reg.enrollment_key && (r >= 0 || r == -EEXIST || r == -ENOSPC))
+                (void) rate_limiter_take_key(c->key_limiter, bucket, now_usec(CLOCK_MONOTONIC), &retry);
         if (r == -EEXIST) {
                 _cleanup_(store_provider_deinit) StoreProvider other = {};
 

@@ -10,6 +10,8 @@
 #include "cleanup.h"
 #include "config.h"
 #include "gateway.h"
+#include "gateway-api.h"
+#include "gateway-bus.h"
 #include "gateway-heartbeat.h"
 #include "gateway-hub.h"
 #include "gateway-probe.h"
@@ -24,13 +26,16 @@ struct Gateway {
         sd_event *event;
         Store *store;
         Hub *hub;
-        RateLimiter *register_limiter;
+        RateLimiter *register_limiter;          /* per source address */
+        RateLimiter *register_key_limiter;      /* per API key / enrollment key */
         ReplayCache *replay;            /* the nonces of the heartbeats' signatures */
         uint64_t window_sec;            /* the online window */
         char *endpoint;                 /* [WireGuard] Endpoint=, or NULL */
         HttpServer *public;
         HttpServer *mesh;
         Prober *prober;                 /* GET /healthz through each online provider's tunnel */
+        GatewayApi *api;                /* the OpenAI API: /v1/… on the public listener */
+        GatewayBus *bus;                /* club.inference.Gateway1, or NULL ([Gateway] DBus=no, no bus) */
         sd_event_source *reap_timer;    /* deletes stale ephemeral providers */
         uint64_t ephemeral_grace_usec;
         uint64_t reap_interval_usec;
@@ -42,13 +47,16 @@ struct Gateway {
 Gateway *gateway_free(Gateway *g) {
         if (!g)
                 return NULL;
+        g->bus = gateway_bus_free(g->bus);      /* first: its methods use the store and the hub */
         g->public = http_server_free(g->public);
         g->mesh = http_server_free(g->mesh);
+        g->api = gateway_api_free(g->api);      /* after the public server: its exchanges own requests */
         g->prober = prober_free(g->prober);
         g->reap_timer = sd_event_source_disable_unref(g->reap_timer);
         g->store = store_close(g->store);
         g->hub = hub_free(g->hub);
         g->register_limiter = rate_limiter_free(g->register_limiter);
+        g->register_key_limiter = rate_limiter_free(g->register_key_limiter);
         g->replay = replay_cache_free(g->replay);
         free(g->endpoint);
         sd_event_unref(g->event);
@@ -148,10 +156,11 @@ static int on_public_request(HttpExchange *x, void *userdata) {
                         .hub = g->hub,
                         .endpoint = g->endpoint,
                         .limiter = g->register_limiter,
+                        .key_limiter = g->register_key_limiter,
                 };
                 return handle_register(&c, x);
         }
-        return respond_unknown_url(x);
+        return gateway_api_handle(g->api, x);
 }
 
 static int on_mesh_request(HttpExchange *x, void *userdata) {
@@ -255,8 +264,11 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                         return log_oom();
         } else
                 log_warning("[WireGuard] Endpoint= is not set: registrations are refused (503) until it is.");
-        g->register_limiter = rate_limiter_new(REGISTER_RATE_BURST, REGISTER_RATE_PER_MINUTE, REGISTER_RATE_SLOTS);
-        if (!g->register_limiter)
+        g->register_limiter = rate_limiter_new(cfg->register_rate_per_source, cfg->register_rate_per_source,
+                                               RATE_LIMITER_SLOTS);
+        g->register_key_limiter = rate_limiter_new(cfg->register_rate_per_key, cfg->register_rate_per_key,
+                                                   RATE_LIMITER_SLOTS);
+        if (!g->register_limiter || !g->register_key_limiter)
                 return log_oom();
         r = replay_cache_new(0, 0, &g->replay);
         if (r < 0)
@@ -275,6 +287,18 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                 return log_error_errno(r, "Failed to set up the reaping of ephemeral providers: %m");
 
         format_listener(pfd, g->public_address, sizeof g->public_address);
+        r = gateway_api_new(event, g->store, &(GatewayApiOptions) {
+                                    .connect_timeout_usec = cfg->connect_timeout_usec,
+                                    .first_byte_timeout_usec = cfg->first_byte_timeout_usec,
+                                    .idle_timeout_usec = cfg->idle_timeout_usec,
+                                    .keepalive_interval_usec = cfg->keep_alive_usec,
+                                    .max_attempts = cfg->max_attempts,
+                                    .backoff_min_usec = cfg->failure_backoff_usec,
+                                    .backoff_max_usec = cfg->failure_backoff_max_usec,
+                                    .max_connections = cfg->max_connections,
+                            }, &g->api);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the OpenAI API: %m");
         r = http_server_new(event, TAKE_FD(pfd), &hopts, on_public_request, g, &g->public);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the public %s listener on %s%s: %m",
@@ -300,6 +324,23 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                             }, on_mesh_request, g, &g->mesh);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the mesh listener on %s: %m", g->mesh_address);
+
+        /* Administration: the public API must not depend on it, so no bus is a warning. */
+        if (cfg->dbus) {
+                r = gateway_bus_new(event, g->store, g->hub, &g->bus);
+                if (r == -EACCES)
+                        log_warning_errno(r, "Cannot own %s on the system bus: the bus policy does not allow this user "
+                                          "(is dbus/%s.conf installed?); club-gatewayctl will not work: %m",
+                                          GATEWAY_BUS_NAME, GATEWAY_BUS_NAME);
+                else if (r == -EEXIST)
+                        log_warning_errno(r, "Cannot own %s on the system bus: another process owns it; "
+                                          "club-gatewayctl will talk to that one: %m", GATEWAY_BUS_NAME);
+                else if (r < 0)
+                        log_warning_errno(r, "Cannot serve %s on the system bus, going on without administration "
+                                          "over D-Bus (club-gatewayctl will not work): %m", GATEWAY_BUS_NAME);
+                else
+                        log_debug("Serving %s on the system bus.", GATEWAY_BUS_NAME);
+        }
 
         *ret = TAKE_PTR(g);
         return 0;

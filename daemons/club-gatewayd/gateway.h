@@ -5,13 +5,15 @@
  * The gateway: its store and its two HTTP listeners on one sd-event loop. The public
  * listener (socket-activated or opened from Listen=; HTTPS when a certificate is
  * configured) serves the API; the mesh listener serves control traffic from agents over
- * WireGuard. Today the public side answers GET /healthz and POST /api/v1/agents/register
- * (gateway-register.h) and 404 for the rest, and the mesh side POST
+ * WireGuard. The public side answers GET /healthz, POST /api/v1/agents/register
+ * (gateway-register.h) and the OpenAI API under /v1/ (gateway-api.h; 404 for the rest),
+ * and the mesh side POST
  * /api/v1/agents/heartbeat (gateway-heartbeat.h) and 404 for the rest. The WireGuard hub
  * (gateway-hub.h) is converged to the store's peers at start, after each registration and
  * after the gateway deleted providers. Two timers: the probe of each online provider's
  * /healthz through its tunnel (gateway-probe.h), and the reaping of ephemeral providers
- * silent for EphemeralGrace=.
+ * silent for EphemeralGrace=. With [Gateway] DBus=yes, administration over D-Bus
+ * (gateway-bus.h: club.inference.Gateway1), which the HTTP API does not depend on.
  */
 
 #include <stdbool.h>

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
@@ -19,7 +20,6 @@
 #include "daemon-util.h"
 #include "log.h"
 
-#define SHUTDOWN_GRACE_USEC (10 * USEC_PER_SEC)
 #define STATUS_INTERVAL_USEC (10 * USEC_PER_SEC)
 
 static const char *arg_config = GATEWAY_CONFIG_PATH;
@@ -32,6 +32,7 @@ typedef struct Daemon {
         Gateway *gateway;
         GatewayConfig *config;
         DaemonLifecycle *lifecycle;
+        int own_listener;               /* a dup of the public listener we opened; -EBADF when socket-activated */
 } Daemon;
 
 static void help(void) {
@@ -150,15 +151,27 @@ static int listen_fds_take(int *ret_public, int *ret_mesh) {
 }
 
 static unsigned daemon_in_flight(void *userdata) {
-        return gateway_in_flight(userdata);
+        Daemon *d = userdata;
+
+        return gateway_in_flight(d->gateway);
 }
 
+/* Stop accepting. A listener systemd passed in stays open: systemd keeps queueing
+ * connections for the next start. One we opened ourselves is shut down, so new
+ * connections are refused at once instead of waiting in its backlog. */
 static void daemon_stop_accepting(void *userdata) {
-        gateway_stop_accepting(userdata);
+        Daemon *d = userdata;
+
+        gateway_stop_accepting(d->gateway);
+        if (d->own_listener >= 0 && shutdown(d->own_listener, SHUT_RDWR) < 0)
+                log_warning_errno(-errno, "Failed to shut down the public listener, ignoring: %m");
+        d->own_listener = safe_close(d->own_listener);
 }
 
 static int daemon_status_line(void *userdata, char **ret) {
-        return gateway_status_line(userdata, ret);
+        Daemon *d = userdata;
+
+        return gateway_status_line(d->gateway, ret);
 }
 
 static const DaemonOps daemon_ops = {
@@ -193,6 +206,15 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
             !streq_ptr(cfg->mesh_listen, d->config->mesh_listen) ||
             cfg->max_connections != d->config->max_connections ||
             cfg->max_body_size != d->config->max_body_size ||
+            cfg->connect_timeout_usec != d->config->connect_timeout_usec ||
+            cfg->first_byte_timeout_usec != d->config->first_byte_timeout_usec ||
+            cfg->idle_timeout_usec != d->config->idle_timeout_usec ||
+            cfg->keep_alive_usec != d->config->keep_alive_usec || cfg->max_attempts != d->config->max_attempts ||
+            cfg->failure_backoff_usec != d->config->failure_backoff_usec ||
+            cfg->failure_backoff_max_usec != d->config->failure_backoff_max_usec ||
+            cfg->register_rate_per_source != d->config->register_rate_per_source ||
+            cfg->register_rate_per_key != d->config->register_rate_per_key ||
+            cfg->shutdown_grace_usec != d->config->shutdown_grace_usec ||
             cfg->wg_enabled != d->config->wg_enabled ||
             !streq_ptr(cfg->wg_interface, d->config->wg_interface) ||
             !streq_ptr(cfg->wg_private_key_file, d->config->wg_private_key_file) ||
@@ -222,7 +244,7 @@ int main(int argc, char *argv[]) {
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_free_ char *cert = NULL, *status = NULL;
         _cleanup_(erase_and_freep) char *key = NULL;
-        Daemon d = {};
+        Daemon d = { .own_listener = -EBADF };
         sigset_t mask;
         int public_fd = -EBADF, mesh_fd = -EBADF, n, r;
         const char *listen_address;
@@ -276,6 +298,9 @@ int main(int argc, char *argv[]) {
                         safe_close(mesh_fd);
                         return EXIT_FAILURE;
                 }
+                d.own_listener = fcntl(public_fd, F_DUPFD_CLOEXEC, 3);
+                if (d.own_listener < 0)
+                        log_warning_errno(-errno, "Failed to keep a handle on the public listener, ignoring: %m");
         }
 
         r = sd_event_default(&event);
@@ -293,7 +318,8 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         d.config = TAKE_PTR(cfg);
 
-        r = daemon_lifecycle_new(event, &daemon_ops, d.gateway, SHUTDOWN_GRACE_USEC, STATUS_INTERVAL_USEC, &d.lifecycle);
+        r = daemon_lifecycle_new(event, &daemon_ops, &d, d.config->shutdown_grace_usec, STATUS_INTERVAL_USEC,
+                                 &d.lifecycle);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up signal handling: %m"), EXIT_FAILURE;
 
@@ -307,6 +333,7 @@ int main(int argc, char *argv[]) {
 
         d.lifecycle = daemon_lifecycle_free(d.lifecycle);
         d.gateway = gateway_free(d.gateway);
+        safe_close(d.own_listener);
         gateway_config_free(d.config);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m"), EXIT_FAILURE;

@@ -6,9 +6,13 @@
  *   gatewayd-admin-helper DB
  *           Creates user "alice" with an API key with the agent scope, an inference-only
  *           API key, a revoked agent key, a one-time enrollment key and a reusable one;
- *           and user "bob" with an agent key. Prints one line per key:
+ *           and user "bob" with an agent key; and for the rate-limit and durability tests
+ *           one more agent key of alice's. Prints one line per key:
  *               agent=ic-…  inference=ic-…  revoked=ic-…  enroll_once=ie-…
- *               enroll_reusable=ie-…  bob_agent=ic-…
+ *               enroll_reusable=ie-…  bob_agent=ic-…  burst_agent=ic-…
+ *
+ *   gatewayd-admin-helper DB share PROVIDER-ID private|everyone
+ *           Sets who besides its owner may use the provider (test-gatewayd-api.sh).
  *
  * The secrets go to stdout only because a test needs them. Exit status 0, or 1.
  */
@@ -48,11 +52,33 @@ static int print_enrollment_key(Store *s, int64_t user, const char *label, unsig
         return 0;
 }
 
+static int do_share(const char *db, const char *id, const char *mode) {
+        _cleanup_(store_closep) Store *s = NULL;
+        StoreSharing sharing = { .mode = store_share_mode_from_string(mode) };
+        char *end;
+        long long v;
+        int r;
+
+        errno = 0;
+        v = strtoll(id, &end, 10);
+        if (errno != 0 || *end || v <= 0 || (sharing.mode != STORE_SHARE_PRIVATE && sharing.mode != STORE_SHARE_EVERYONE))
+                return log_error_errno(-EINVAL, "usage: DB share PROVIDER-ID private|everyone"), 1;
+        r = store_open(db, NULL, &s);
+        if (r < 0)
+                return log_error_errno(r, "store_open(%s): %m", db), 1;
+        r = store_provider_set_sharing(s, v, &sharing);
+        if (r < 0)
+                return log_error_errno(r, "store_provider_set_sharing(%lld, %s): %m", v, mode), 1;
+        return 0;
+}
+
 int main(int argc, char *argv[]) {
         _cleanup_(store_closep) Store *s = NULL;
         int64_t alice, bob;
         int r;
 
+        if (argc == 5 && streq(argv[2], "share"))
+                return do_share(argv[1], argv[3], argv[4]);
         if (argc != 2) {
                 fprintf(stderr, "usage: %s DB\n", argv[0]);
                 return 1;
@@ -71,7 +97,8 @@ int main(int argc, char *argv[]) {
             print_api_key(s, alice, "revoked", STORE_SCOPE_AGENT, true) < 0 ||
             print_enrollment_key(s, alice, "enroll_once", 0) < 0 ||
             print_enrollment_key(s, alice, "enroll_reusable", STORE_ENROLLMENT_REUSABLE) < 0 ||
-            print_api_key(s, bob, "bob_agent", STORE_SCOPE_AGENT | STORE_SCOPE_INFERENCE, false) < 0)
+            print_api_key(s, bob, "bob_agent", STORE_SCOPE_AGENT | STORE_SCOPE_INFERENCE, false) < 0 ||
+            print_api_key(s, alice, "burst_agent", STORE_SCOPE_AGENT, false) < 0)
                 return 1;
         return fflush(stdout) == 0 ? 0 : 1;
 }

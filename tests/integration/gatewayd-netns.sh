@@ -8,6 +8,8 @@
 # /run/wireguard is shared by all namespaces). It gets: $tmp, $PY, $RUNDIR, skip, ok, fail,
 # check, in_ns, in_agent, wait_for, netns_setup UNDERLAY-PREFIX, start_agent_wg; and the pid
 # variables wgpid (hub), awgpid (agent), gwpid and srvpid, which cleanup stops on exit.
+# Tests with more namespaces use netns_add NAME UNDERLAY-PREFIX (another namespace joined to
+# "vps" by its own veth) and extra_pid PID / extra_sock IFNAME for what cleanup must stop.
 
 PY=/usr/bin/python3
 RUNDIR=/run/wireguard
@@ -26,20 +28,27 @@ done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/$TEST.XXXXXX")
 umask 077
 wgpid= gwpid= awgpid= srvpid= netns_made=0 nsa_made=0 rundir_made=0
+extra_ns=() extra_pids=() extra_socks=()
 
 cleanup() {
-        local p
-        for p in "$srvpid" "$gwpid" "$wgpid" "$awgpid"; do
+        local p n
+        for p in "$srvpid" "$gwpid" "$wgpid" "$awgpid" "${extra_pids[@]}"; do
                 [ -n "$p" ] && kill "$p" 2>/dev/null
         done
         sleep 0.2
-        for p in "$srvpid" "$gwpid" "$wgpid" "$awgpid"; do
+        for p in "$srvpid" "$gwpid" "$wgpid" "$awgpid" "${extra_pids[@]}"; do
                 [ -n "$p" ] && kill -9 "$p" 2>/dev/null
         done
         wait 2>/dev/null
         [ "$netns_made" = 1 ] && ip netns del "$NS" 2>/dev/null
         [ "$nsa_made" = 1 ] && ip netns del "$NSA" 2>/dev/null
+        for n in "${extra_ns[@]}"; do
+                ip netns del "$n" 2>/dev/null
+        done
         rm -f "$RUNDIR/$IF.sock" "$RUNDIR/$AIF.sock"
+        for n in "${extra_socks[@]}"; do
+                rm -f "$RUNDIR/$n.sock"
+        done
         [ "$rundir_made" = 1 ] && rmdir "$RUNDIR" 2>/dev/null
         rm -rf "$tmp"
 }
@@ -90,4 +99,20 @@ start_agent_wg() {
         ip netns exec "$NSA" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go -f "$AIF" >"$tmp/agent-wg.log" 2>&1 &
         awgpid=$!
         wait_for 5 test -S "$RUNDIR/$AIF.sock" || { fail "wireguard-go did not start for the agent"; cat "$tmp/agent-wg.log"; exit 1; }
+}
+
+extra_pid() { extra_pids+=("$1"); }
+extra_sock() { extra_socks+=("$1"); }
+
+# Another namespace joined to "vps" by a veth: UNDERLAY.1 in vps, UNDERLAY.2 in it.
+netns_add() {  # NAME UNDERLAY-PREFIX, e.g. clubapib$ID 10.77.2
+        local k=${#extra_ns[@]}
+        ip netns add "$1" || { fail "cannot create the namespace $1"; exit 1; }
+        extra_ns+=("$1")
+        ip -n "$1" link set lo up
+        ip link add g${k}v$ID netns "$NS" type veth peer name g${k}a$ID netns "$1"
+        ip -n "$NS" addr add "$2.1/24" dev g${k}v$ID
+        ip -n "$NS" link set g${k}v$ID up
+        ip -n "$1" addr add "$2.2/24" dev g${k}a$ID
+        ip -n "$1" link set g${k}a$ID up
 }

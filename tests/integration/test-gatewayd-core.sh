@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# test-gatewayd-core.sh CLUB-GATEWAYD
+# test-gatewayd-core.sh CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER
 #
 # The gateway daemon's core, no root needed:
 #  (a) under systemd-socket-activate (--fdname=public) it answers GET /healthz, the only
@@ -15,12 +15,21 @@
 #      a keep-alive connection opened before the reload still works after it; a reload with
 #      a broken key keeps the running certificate; SIGTERM exits 0;
 #  (c) a bad config line is reported as FILE:LINE and the daemon exits non-zero; so does an
-#      unreadable certificate, with a message naming it.
+#      unreadable certificate, with a message naming it;
+#  (d) the graceful stop, with [WireGuard] Enabled=no and an agent API key made by the
+#      admin helper: a python client starts a registration and sends half of its body;
+#      SIGTERM (ShutdownGrace=10s) arrives with it in flight; a new connection is refused at
+#      once (curl exit 7); the client sends the rest and gets 201 with a mesh address; the
+#      daemon exits 0;
+#  (e) ShutdownGrace=1s: a body that never completes is cut once the second is over (logged),
+#      the client gets no answer, and the daemon exits 0 within a few seconds;
+#  (f) ShutdownGrace=2h is refused as FILE:LINE.
 # Prints "ok - …" / "FAIL - …"; exits 0, 1, or 77 (skip) when a prerequisite is missing,
 # unless CLUB_TEST_STRICT=1.
 set -u
 
-GATEWAYD=${1:?usage: $0 CLUB-GATEWAYD}
+GATEWAYD=${1:?usage: $0 CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER}
+HELPER=${2:?usage: $0 CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER}
 PY=/usr/bin/python3
 
 skip() {
@@ -251,9 +260,114 @@ check "an unreadable certificate: exit status non-zero ($rc), the message names 
         bash -c '[ "$1" != 0 ] && grep -q "missing.crt" "$2"' _ "$rc" "$tmp/c2.log"
 sed 's/^/  /' "$tmp/c2.log"
 
+mkdir -m 0700 "$tmp/state"
+"$HELPER" "$tmp/state/store.db" >"$tmp/keys" || { fail "the admin helper failed"; exit 1; }
+AGENT=$(sed -n 's/^agent=//p' "$tmp/keys")
+
+write_config() {  # GRACE
+        cat >"$tmp/d.conf" <<EOF
+[Gateway]
+StatePath=$tmp/state/store.db
+ShutdownGrace=$1
+[Mesh]
+Listen=127.0.0.1:0
+[WireGuard]
+Enabled=no
+Endpoint=127.0.0.1:51820
+EOF
+}
+start_gateway() {  # LOG
+        port=$(free_port)
+        "$GATEWAYD" -c "$tmp/d.conf" --listen "127.0.0.1:$port" --log-level=debug 2>"$1" &
+        gw_pid=$!
+        pids+=("$gw_pid")
+        wait_for 10 curl -sf --max-time 1 -o /dev/null "http://127.0.0.1:$port/healthz"
+}
+
+# slow_client PORT KEY NAME GO-FILE OUT-FILE: a registration whose body comes in two halves;
+# the second half only once GO-FILE exists ("never": not at all). Writes "started" to
+# OUT-FILE.started after the first half, then the status line and body (or the error) to
+# OUT-FILE.
+slow_client() {
+        "$PY" - "$@" <<'EOF' &
+import base64, json, os, socket, sys, time
+port, key, name, go, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+pub = base64.b64encode(os.urandom(32)).decode()     # the hub is off: any 32 bytes will do
+body = json.dumps({"name": name, "public_key": pub, "agent_port": 8090}).encode()
+s = socket.create_connection(("127.0.0.1", port), timeout=30)
+s.sendall(b"POST /api/v1/agents/register HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + key.encode() +
+          b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+          b"\r\nConnection: close\r\n\r\n" + body[:len(body) // 2])
+open(out + ".started", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.05)
+answer = b""
+try:
+    s.sendall(body[len(body) // 2:])
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        answer += b
+except OSError as e:
+    answer += ("error: %s" % e).encode()
+with open(out, "wb") as f:
+    f.write(answer if answer else b"closed without an answer")
+EOF
+        client_pid=$!
+        pids+=("$client_pid")
+}
+
+# ---- (d) graceful stop: an in-flight registration finishes; new connections are refused --
+write_config 10s
+start_gateway "$tmp/d.log" || { fail "the gateway did not start"; cat "$tmp/d.log"; exit 1; }
+slow_client "$port" "$AGENT" slow1 "$tmp/d.go" "$tmp/d.out"
+wait_for 10 test -e "$tmp/d.out.started" || fail "the slow client did not start"
+sleep 0.2
+kill -TERM "$gw_pid"
+check "(d) SIGTERM: the gateway says it waits for 1 request in flight" \
+        wait_for 5 grep -q "Stopping: no new connections; waiting up to 10 s for 1 request(s) in flight" "$tmp/d.log"
+curl -s --max-time 3 -o /dev/null "http://127.0.0.1:$port/healthz"
+rc=$?
+check "(d) while stopping, a new connection is refused (curl exit $rc)" test "$rc" = 7
+check "(d) the gateway is still running for the request in flight" kill -0 "$gw_pid"
+touch "$tmp/d.go"
+wait "$client_pid"
+check "(d) the in-flight registration completes: 201" grep -q "^HTTP/1.1 201" "$tmp/d.out"
+check "(d) …with its mesh address" grep -q '"mesh_address":"100.96.0.2"' "$tmp/d.out"
+wait_exit "$gw_pid" 10
+check "(d) then the gateway exits 0 (exit status $exit_status)" test "$exit_status" = 0
+check "(d) …without cutting anything" sh -c "! grep -q 'still in flight' '$tmp/d.log'"
+
+# ---- (e) a request that outlasts ShutdownGrace= is cut ------------------------------------
+write_config 1s
+start_gateway "$tmp/e.log" || { fail "the gateway did not start with ShutdownGrace=1s"; cat "$tmp/e.log"; exit 1; }
+slow_client "$port" "$AGENT" slow2 "$tmp/never" "$tmp/e.out"
+wait_for 10 test -e "$tmp/e.out.started" || fail "the slow client did not start"
+sleep 0.2
+start=$(date +%s%N)
+kill -TERM "$gw_pid"
+wait_exit "$gw_pid" 10
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+check "(e) the gateway exits 0 (exit status $exit_status)" test "$exit_status" = 0
+check "(e) …after the 1 s grace, not before and not much after (${elapsed_ms} ms)" \
+        test "$elapsed_ms" -ge 900 -a "$elapsed_ms" -lt 4000
+check "(e) …and logs the request it cut" grep -q "Stopping with 1 request(s) still in flight" "$tmp/e.log"
+touch "$tmp/never"
+wait "$client_pid"
+check "(e) the cut client gets no answer: $(head -c 80 "$tmp/e.out")" sh -c "! grep -q '^HTTP/1.1 20' '$tmp/e.out'"
+
+# ---- (f) a bad ShutdownGrace= ----------------------------------------------------------------
+write_config 2h
+"$GATEWAYD" -c "$tmp/d.conf" --check-config >/dev/null 2>"$tmp/f.log"
+rc=$?
+check "(f) ShutdownGrace=2h: refused (exit $rc), naming FILE:LINE" \
+        bash -c '[ "$1" != 0 ] && grep -q "$2:3" "$3"' _ "$rc" "$tmp/d.conf" "$tmp/f.log"
+sed 's/^/  /' "$tmp/f.log"
+
 if ((failures > 0)); then
         echo "$failures check(s) failed; logs:"
-        for f in "$tmp"/a.log "$tmp"/b.log; do echo "== $f"; cat "$f"; done
+        for f in "$tmp"/a.log "$tmp"/b.log "$tmp"/d.log "$tmp"/e.log; do echo "== $f"; cat "$f"; done
         exit 1
 fi
 echo "all checks passed"

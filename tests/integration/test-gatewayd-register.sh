@@ -18,6 +18,9 @@
 #    WWW-Authenticate: Bearer, invalid public key/name/JSON 400, a public key used by
 #    another provider 409, a body over 16 KiB 413, GET 405, the 11th request from one
 #    address within a minute 429 with Retry-After;
+#  - per key: the 11th registration with one API key within a minute, from two addresses,
+#    429 naming the key's limit while another key still registers; the same for a reusable
+#    enrollment key, whose bucket failed guesses with its (public) prefix do not drain;
 #  - a one-time enrollment key registers once, then 401;
 #  - the secret never appears in the gateway's log;
 #  - restart: after removing a peer by hand and adding a stray one, the hub is converged
@@ -256,6 +259,40 @@ else
         check "…and the log says the peer is not on the hub" grep -q "'gpu9' .* registered in the store but not (yet) on the WireGuard hub" "$tmp/gatewayd.log"
         check "SIGTERM: exit 0" stop_gateway
 fi
+
+# ---- the per-key rate limit: one key from two addresses, another key unaffected ----------
+write_config 10.79.0.1:51820
+start_gateway || fail "the gateway did not start for the per-key limit"
+BURST=$(key burst_agent) REUSABLE=$(key enroll_reusable)
+burst() {  # KEY NAME-PREFIX: 11 registrations, alternating between two source addresses
+        local i
+        codes=
+        for i in $(seq 11); do
+                codes+="$(in_ns curl -s -o "$tmp/resp" -D "$tmp/hdr" -w '%{http_code} ' --interface "127.0.$3.$((i % 2 + 1))" \
+                        -H "Authorization: Bearer $1" -H 'Content-Type: application/json' \
+                        --data-binary "$(body "$2$i" "$(newkey)")" "$URL")"
+        done
+}
+peers_before=$(in_ns wg show "$IF" peers | wc -l)
+burst "$BURST" burst 3
+check "one API key from two addresses: 10 registrations pass, the 11th gets 429 (codes: $codes)" \
+        test "$codes" = "201 201 201 201 201 201 201 201 201 201 429 "
+check "…with Retry-After" grep -qi '^Retry-After: [0-9]' "$tmp/hdr"
+check "…and a message naming the key's limit" grep -q 'Too many registrations with this API key' "$tmp/resp"
+check "…and exactly its 10 providers joined the hub" test "$(in_ns wg show "$IF" peers | wc -l)" = $((peers_before + 10))
+post "$BOB" "$(body bobs2 "$(newkey)")"
+expect "another key still registers meanwhile" 201
+# An unknown key with the reusable enrollment key's prefix does not drain its bucket.
+fake="${REUSABLE:0:11}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+for _ in $(seq 12); do
+        in_ns curl -s -o /dev/null --interface "127.0.4.$((RANDOM % 200 + 1))" -H "Authorization: Bearer $fake" \
+                --data-binary "$(body fake "$(newkey)")" "$URL"
+done
+burst "$REUSABLE" fleetx 5
+check "a reusable enrollment key (after 12 failed guesses at it): 10 pass, the 11th gets 429 (codes: $codes)" \
+        test "$codes" = "201 201 201 201 201 201 201 201 201 201 429 "
+check "…with a message naming the key's limit" grep -q 'Too many registrations with this enrollment key' "$tmp/resp"
+check "SIGTERM: exit 0" stop_gateway
 
 if [ "$failures" -gt 0 ]; then
         echo "# gateway log:"
