@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#include "http-forward.h"
 #include "http-server.h"
 #include "json-util.h"
 #include "log.h"
@@ -610,6 +611,11 @@ static enum MHD_Result header_size_iter(void *cls, enum MHD_ValueKind kind, cons
 
 static enum MHD_Result queue_simple_error(HttpExchange *x, unsigned status, const char *type,
                                           const char *code, const char *message) {
+        char id[HTTP_REQUEST_ID_SIZE];
+
+        /* Our own answers (413, 431, 500) are requests too: give them an id like any other. */
+        http_request_id_new(id);
+        (void) http_exchange_add_header(x, "x-request-id", id);
         (void) http_exchange_respond_error(x, status, type, code, NULL, "%s", message);
         if (!x->response)
                 return MHD_NO;
