@@ -14,6 +14,10 @@
 
 #define CLUBD_CONFIG_PATH CLUB_CONFDIR "/clubd.conf"
 #define CLUBD_MAX_UPSTREAMS 32U
+#define CLUBD_MAX_CAPABILITIES 64U
+#define CLUBD_STATE_DIRECTORY_DEFAULT "/var/lib/club"
+#define CLUBD_MESH_INTERFACE_DEFAULT "club0"
+#define CLUBD_MESH_PORT_DEFAULT 8090U
 
 typedef enum UpstreamKind {
         UPSTREAM_OPENAI,   /* anything that serves OpenAI's /v1 API: vLLM, llama-server, LM Studio, TGI */
@@ -32,11 +36,35 @@ typedef struct UpstreamConfig {
         unsigned line;
 } UpstreamConfig;
 
+/* A local service the gateway may call through the mesh: POST
+ * /api/v1/capabilities/<name>/exec is forwarded to url (docs/protocol.md). */
+typedef struct CapabilityConfig {
+        char *name;         /* 1–64 of A-Z a-z 0-9 . _ : - */
+        char *url;          /* http://127.0.0.1:9000/run */
+        uint64_t max_body_size;  /* 0: [Proxy] MaxBodySize= */
+        char *file;
+        unsigned line;
+} CapabilityConfig;
+
 typedef struct ClubdConfig {
         int log_level;
         bool sandbox;
 
+        /* [Agent]: membership of the network (docs/clubd.md). */
+        char *gateway_url;        /* default for Register; NULL: none */
+        char *state_directory;    /* NULL: $STATE_DIRECTORY, else CLUBD_STATE_DIRECTORY_DEFAULT */
+        char *ca_file;            /* extra trust anchors for the gateway; NULL: the system store */
+        char *name;               /* NULL: the host name */
+
+        /* [Mesh] */
+        char *mesh_interface;     /* club0 */
+        uint16_t mesh_port;       /* the agent port sent at registration */
+        unsigned capacity;        /* concurrent requests announced in heartbeats; 0: unknown */
+
         SockAddr listen;
+        bool listen_allow_remote; /* [Proxy] AllowRemoteListen=: Listen= may be non-loopback */
+        char *listen_file;        /* where Listen= was set, for messages; NULL: the default */
+        unsigned listen_line;
         unsigned max_connections;
         unsigned max_connections_per_ip;
         uint64_t max_body_size;
@@ -49,6 +77,9 @@ typedef struct ClubdConfig {
 
         UpstreamConfig *upstreams;
         size_t n_upstreams;
+
+        CapabilityConfig *capabilities;
+        size_t n_capabilities;
 } ClubdConfig;
 
 int clubd_config_load(const char *path, ClubdConfig **ret);
@@ -57,6 +88,13 @@ CLUB_DEFINE_CLEANUP(ClubdConfig *, clubd_config_free);
 
 const char *upstream_kind_to_string(UpstreamKind k);
 UpstreamKind upstream_kind_from_string(const char *s);
+
+/* Whether a name is a valid capability or agent name: 1–64 characters of A-Z a-z 0-9 . _ -
+ * (capabilities also allow ':'). */
+bool clubd_name_valid(const char *s, bool allow_colon);
+
+/* Whether a socket address is loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). */
+bool sockaddr_is_loopback(const struct sockaddr *sa);
 
 /* Split a base URL into what precedes "/v1" so paths join without doubling it. */
 int upstream_url_join(const char *base, const char *path_and_query, char **ret);

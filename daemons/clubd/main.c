@@ -11,6 +11,8 @@
 #include <systemd/sd-event.h>
 
 #include "config.h"
+#include "agent.h"
+#include "clubd-bus.h"
 #include "clubd-config.h"
 #include "http-server.h"
 #include "daemon-util.h"
@@ -28,6 +30,8 @@ static bool arg_check_config = false;
 typedef struct Daemon {
         sd_event *event;
         Proxy *proxy;
+        Agent *agent;
+        ClubdBus *bus;
         ClubdConfig *config;
         DaemonLifecycle *lifecycle;
 } Daemon;
@@ -93,15 +97,33 @@ static void apply_log_level(const ClubdConfig *cfg) {
 }
 
 static unsigned daemon_in_flight(void *userdata) {
-        return proxy_in_flight(userdata);
+        Daemon *d = userdata;
+
+        return proxy_in_flight(d->proxy);
 }
 
 static void daemon_stop_accepting(void *userdata) {
-        proxy_stop_accepting(userdata);
+        Daemon *d = userdata;
+
+        proxy_stop_accepting(d->proxy);
 }
 
 static int daemon_status_line(void *userdata, char **ret) {
-        return proxy_status_line(userdata, ret);
+        Daemon *d = userdata;
+        _cleanup_free_ char *a = NULL, *p = NULL;
+        int r;
+
+        r = proxy_status_line(d->proxy, &p);
+        if (r < 0)
+                return r;
+        if (!d->agent) {
+                *ret = TAKE_PTR(p);
+                return 0;
+        }
+        r = agent_status_line(d->agent, &a);
+        if (r < 0)
+                return r;
+        return asprintf(ret, "%s %s", a, p) < 0 ? -ENOMEM : 0;
 }
 
 static const DaemonOps daemon_ops = {
@@ -110,7 +132,8 @@ static const DaemonOps daemon_ops = {
         .status_line = daemon_status_line,
 };
 
-static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+/* SIGHUP and the D-Bus Reload method: re-read the configuration; running streams go on. */
+static int daemon_reload(void *userdata) {
         Daemon *d = userdata;
         ClubdConfig *cfg = NULL;
         char a[64], b[64];
@@ -122,12 +145,14 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
                 log_error_errno(r, "Failed to reload %s, keeping the running configuration: %m", arg_config);
                 (void) sd_notify(false, "READY=1");
                 daemon_lifecycle_notify_status(d->lifecycle);
-                return 0;
+                return r;
         }
         if (strcmp(format_sockaddr((struct sockaddr *) &cfg->listen.ss, a, sizeof a),
                    format_sockaddr((struct sockaddr *) &d->config->listen.ss, b, sizeof b)) != 0)
                 log_warning("Listen= changed from %s to %s; that takes a restart (systemctl restart clubd).", b, a);
         r = proxy_reload(d->proxy, cfg);
+        if (r >= 0 && d->agent)
+                r = agent_reload(d->agent, cfg);
         if (r < 0) {
                 log_error_errno(r, "Failed to apply the new configuration, keeping the running one: %m");
                 clubd_config_free(cfg);
@@ -139,12 +164,38 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
         }
         (void) sd_notify(false, "READY=1");
         daemon_lifecycle_notify_status(d->lifecycle);
+        return r;
+}
+
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) daemon_reload(userdata);
         return 0;
+}
+
+/* [Agent] StateDirectory=, else the first of systemd's $STATE_DIRECTORY, else /var/lib/club. */
+static char *state_directory(const ClubdConfig *cfg) {
+        const char *e = getenv("STATE_DIRECTORY");
+
+        if (cfg->state_directory)
+                return strdup(cfg->state_directory);
+        if (!isempty(e) && e[0] == '/')
+                return strndup(e, strcspn(e, ":"));
+        return strdup(CLUBD_STATE_DIRECTORY_DEFAULT);
+}
+
+static void daemon_done(Daemon *d) {
+        /* Reverse order of creation. */
+        d->bus = clubd_bus_free(d->bus);
+        d->agent = agent_free(d->agent);
+        d->lifecycle = daemon_lifecycle_free(d->lifecycle);
+        d->proxy = proxy_free(d->proxy);
+        d->config = clubd_config_free(d->config);
 }
 
 int main(int argc, char *argv[]) {
         _cleanup_(clubd_config_freep) ClubdConfig *cfg = NULL;
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        _cleanup_free_ char *state_dir = NULL;
         Daemon d = {};
         sigset_t mask;
         char addr[64];
@@ -194,9 +245,19 @@ int main(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to start the proxy: %m"), EXIT_FAILURE;
         d.config = TAKE_PTR(cfg);
 
-        r = daemon_lifecycle_new(event, &daemon_ops, d.proxy, SHUTDOWN_GRACE_USEC, STATUS_INTERVAL_USEC, &d.lifecycle);
+        state_dir = state_directory(d.config);
+        if (!state_dir)
+                return log_oom(), daemon_done(&d), EXIT_FAILURE;
+        r = agent_new(event, d.config, d.proxy, state_dir, &d.agent);
         if (r < 0)
-                return log_error_errno(r, "Failed to set up signal handling: %m"), EXIT_FAILURE;
+                return log_error_errno(r, "Failed to start the agent: %m"), daemon_done(&d), EXIT_FAILURE;
+        r = clubd_bus_new(event, d.agent, daemon_reload, &d, &d.bus);
+        if (r < 0)
+                return daemon_done(&d), EXIT_FAILURE;
+
+        r = daemon_lifecycle_new(event, &daemon_ops, &d, SHUTDOWN_GRACE_USEC, STATUS_INTERVAL_USEC, &d.lifecycle);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up signal handling: %m"), daemon_done(&d), EXIT_FAILURE;
 
         /* Everything is open: from here on only what serving needs is allowed. */
         if (d.config->sandbox) {
@@ -205,9 +266,7 @@ int main(int argc, char *argv[]) {
                         log_warning("This build has no seccomp support: running without a syscall filter.");
                 else if (r < 0) {
                         log_error_errno(r, "Failed to load the syscall filter: %m. Set Sandbox=no in [Agent] to run without it.");
-                        d.lifecycle = daemon_lifecycle_free(d.lifecycle);
-                        d.proxy = proxy_free(d.proxy);
-                        clubd_config_free(d.config);
+                        daemon_done(&d);
                         return EXIT_FAILURE;
                 }
                 else
@@ -216,13 +275,12 @@ int main(int argc, char *argv[]) {
                 log_notice("Sandbox=no: running without a syscall filter.");
 
         log_info("clubd %s listening on %s with %zu upstream(s).", PACKAGE_VERSION, addr, proxy_n_upstreams(d.proxy));
-        (void) sd_notifyf(false, "READY=1\nSTATUS=Listening on %s with %zu upstream(s).", addr, proxy_n_upstreams(d.proxy));
+        (void) sd_notify(false, "READY=1");
+        daemon_lifecycle_notify_status(d.lifecycle);
 
         r = sd_event_loop(event);
 
-        d.lifecycle = daemon_lifecycle_free(d.lifecycle);
-        d.proxy = proxy_free(d.proxy);
-        clubd_config_free(d.config);
+        daemon_done(&d);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m"), EXIT_FAILURE;
         log_info("Stopped.");

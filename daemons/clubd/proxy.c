@@ -11,6 +11,7 @@
 #include "clubd-config.h"
 #include "cleanup.h"
 #include "http-client.h"
+#include "http-forward.h"
 #include "http-server.h"
 #include "json-util.h"
 #include "log.h"
@@ -22,13 +23,23 @@
 #define CONNECTION_TOKENS_MAX 16U
 /* Responses of a known size up to this are collected and sent in one piece. */
 #define SMALL_BODY_MAX (16U * 1024U)
+/* Nonces the mesh listener remembers: ample for one gateway's requests within the window. */
+#define MESH_REPLAY_ENTRIES 16384U
+#define CAPABILITY_PREFIX "/api/v1/capabilities/"
 
 typedef enum ProxyRequestKind {
         PR_HEALTHZ,
         PR_MODELS,
         PR_MODEL_GET,
         PR_FORWARD,
+        PR_CAPABILITY,
 } ProxyRequestKind;
+
+typedef struct ProxyCapability {
+        char *name;
+        char *url;
+        uint64_t max_body_size;
+} ProxyCapability;
 
 typedef struct ProxyRequest ProxyRequest;
 
@@ -52,6 +63,17 @@ struct Proxy {
         unsigned in_flight;
         uint64_t n_requests;
         RateLimit log_limit;
+
+        /* The mesh listener: only the gateway, only signed requests. */
+        HttpServer *mesh_server;
+        HttpServerOptions server_options;
+        ProxyMeshAuth mesh_auth;        /* holds the request secret */
+        ReplayCache *replay;
+        bool draining;
+        ProxyCapability *capabilities;
+        size_t n_capabilities;
+        ProxyRefreshedFn on_refreshed;
+        void *on_refreshed_userdata;
 };
 
 struct ProxyRequest {
@@ -63,7 +85,9 @@ struct ProxyRequest {
         char *model;
         bool refreshed;                /* already waited for one refresh round */
 
-        Upstream *upstream;
+        Upstream *upstream;            /* NULL for a capability */
+        char *target_name;             /* the upstream's or capability's name, for messages */
+        char *capability_url;
         HttpRequest *req;
         bool started;                  /* response headers went to the client */
         bool counted;                  /* counts towards in_flight */
@@ -200,6 +224,8 @@ static ProxyRequest *proxy_request_free(ProxyRequest *pr) {
         upstream_unref(pr->upstream);
         if (pr->x)
                 http_exchange_set_userdata(pr->x, NULL, NULL, NULL);
+        free(pr->target_name);
+        free(pr->capability_url);
         free(pr->path);
         free(pr->model);
         free(pr->small_body);
@@ -230,6 +256,8 @@ static void on_exchange_drain(HttpExchange *x, void *userdata) {
 
 static void proxy_round_done(Proxy *p) {
         p->refreshed_usec = now_usec(CLOCK_MONOTONIC);
+        if (p->on_refreshed)
+                p->on_refreshed(p, p->on_refreshed_userdata);
         /* The round is over: everything that waited for it goes on. */
         while (p->waiting) {
                 ProxyRequest *pr = p->waiting;
@@ -337,9 +365,17 @@ static int respond_healthz(ProxyRequest *pr) {
                     jobj_add(o, "models", strv_to_json(u->models, u->n_models)) < 0)
                         return -ENOMEM;
         }
+        _cleanup_(json_object_putp) json_object *caps = json_object_new_array();
+        if (!caps)
+                return -ENOMEM;
+        for (size_t i = 0; i < p->n_capabilities; i++)
+                if (json_object_array_add(caps, json_object_new_string(p->capabilities[i].name)) < 0)
+                        return -ENOMEM;
         if (jobj_add_string(root, "status", n_ok == p->n_upstreams ? "ok" : n_ok > 0 ? "degraded" : "down") < 0 ||
             jobj_add_string(root, "version", PACKAGE_VERSION) < 0 ||
             jobj_add_int64(root, "in_flight", p->in_flight) < 0 ||
+            jobj_add_bool(root, "draining", p->draining) < 0 ||
+            jobj_add(root, "capabilities", TAKE_PTR(caps)) < 0 ||
             jobj_add(root, "upstreams", TAKE_PTR(arr)) < 0)
                 return -ENOMEM;
         r = respond_json(pr->x, pr->id, n_ok > 0 ? 200 : 503, root);
@@ -535,7 +571,7 @@ static int on_upstream_response(HttpRequest *req, unsigned status, void *userdat
                 pr->small_body = malloc(pr->small_size + 1);
                 if (!pr->small_body)
                         return -ENOMEM;
-                log_debug("Request %s: upstream %s answered %u.", pr->id, pr->upstream->name, status);
+                log_debug("Request %s: upstream %s answered %u.", pr->id, pr->target_name, status);
                 return 0;
         }
 
@@ -548,7 +584,7 @@ static int on_upstream_response(HttpRequest *req, unsigned status, void *userdat
         if (r < 0)
                 return r;
         pr->started = true;
-        log_debug("Request %s: upstream %s answered %u.", pr->id, pr->upstream->name, status);
+        log_debug("Request %s: upstream %s answered %u.", pr->id, pr->target_name, status);
         return 0;
 }
 
@@ -571,7 +607,7 @@ static ssize_t on_upstream_data(HttpRequest *req, const void *data, size_t len, 
 static void on_upstream_done(HttpRequest *req, int error, void *userdata) {
         ProxyRequest *pr = userdata;
         Proxy *p = pr->proxy;
-        const char *name = pr->upstream->name;
+        const char *name = pr->target_name;
 
         if (pr->small && error == 0 && pr->small_len == pr->small_size && pr->x) {
                 int r = proxy_copy_response_headers(pr, req);
@@ -596,7 +632,7 @@ static void on_upstream_done(HttpRequest *req, int error, void *userdata) {
                 }
         } else if (error == -ECONNREFUSED) {
                 log_ratelimit_warning(&p->log_limit, "Request %s: cannot connect to upstream %s (%s).",
-                                      pr->id, name, pr->upstream->url);
+                                      pr->id, name, pr->upstream ? pr->upstream->url : pr->capability_url);
                 (void) respond_error(pr->x, pr->id, 502, "server_error", "upstream_unreachable", NULL,
                                      "The local inference server '%s' is not reachable.", name);
         } else if (error == -ETIMEDOUT) {
@@ -611,6 +647,7 @@ static void on_upstream_done(HttpRequest *req, int error, void *userdata) {
         proxy_request_end_upstream(pr);
 }
 
+/* Forward to an upstream (@u) or to a capability's URL (@u NULL, pr->capability_url). */
 static int proxy_forward(ProxyRequest *pr, Upstream *u) {
         static const HttpRequestCallbacks cb = {
                 .on_response = on_upstream_response,
@@ -627,10 +664,16 @@ static int proxy_forward(ProxyRequest *pr, Upstream *u) {
 
         upstream_unref(pr->upstream);
         pr->upstream = upstream_ref(u);
-
-        r = upstream_url_join(u->url, pr->path, &url);
+        r = u ? free_and_strdup(&pr->target_name, u->name) : 0;
         if (r < 0)
                 return r;
+
+        if (u)
+                r = upstream_url_join(u->url, pr->path, &url);
+        else
+                url = strdup(pr->capability_url);
+        if (r < 0 || !url)
+                return r < 0 ? r : -ENOMEM;
         r = http_request_new(p->client, http_exchange_method(pr->x), url, &req);
         if (r < 0)
                 return r;
@@ -639,7 +682,11 @@ static int proxy_forward(ProxyRequest *pr, Upstream *u) {
         r = http_exchange_foreach_header(pr->x, copy_request_header, &hc);
         if (r < 0)
                 return r;
-        r = upstream_add_auth(u, req);
+        r = u ? upstream_add_auth(u, req) : 0;
+        if (r < 0)
+                return r;
+        if (!u && !http_exchange_header(pr->x, "Content-Type"))
+                r = http_request_add_header(req, "Content-Type", "application/json");
         if (r < 0)
                 return r;
         r = http_request_add_header(req, "x-request-id", pr->id);
@@ -662,9 +709,11 @@ static int proxy_forward(ProxyRequest *pr, Upstream *u) {
         pr->req = TAKE_PTR(req);
         pr->counted = true;
         p->in_flight++;
-        u->in_flight++;
-        log_debug("Request %s: %s %s → upstream %s%s%s.", pr->id, http_exchange_method(pr->x), pr->path,
-                  u->name, pr->model ? " for model " : "", strempty(pr->model));
+        if (u)
+                u->in_flight++;
+        log_debug("Request %s: %s %s → %s %s%s%s.", pr->id, http_exchange_method(pr->x), pr->path,
+                  u ? "upstream" : "capability", pr->target_name, u && pr->model ? " for model " : "",
+                  u ? strempty(pr->model) : "");
         return 0;
 }
 
@@ -701,6 +750,15 @@ static void proxy_request_continue(ProxyRequest *pr) {
                 break;
         case PR_MODEL_GET:
                 r = respond_model_get(pr);
+                break;
+        case PR_CAPABILITY:
+                r = proxy_forward(pr, NULL);
+                if (r < 0) {
+                        log_ratelimit_warning(&p->log_limit, "Request %s: failed to start the capability request: %s",
+                                              pr->id, strerror(-r));
+                        r = respond_error(pr->x, pr->id, 502, "server_error", "upstream_error", NULL,
+                                          "Failed to forward the request to the capability '%s'.", pr->target_name);
+                }
                 break;
         case PR_FORWARD:
                 if (p->n_upstreams == 1)
@@ -855,6 +913,271 @@ static int proxy_handle(HttpExchange *x, void *userdata) {
         return 0;
 }
 
+/* ---- the mesh listener ---------------------------------------------------------------- */
+
+static bool peer_is(const struct sockaddr *sa, const struct in_addr *a) {
+        if (!sa)
+                return false;
+        if (sa->sa_family == AF_INET)
+                return ((const struct sockaddr_in *) sa)->sin_addr.s_addr == a->s_addr;
+        if (sa->sa_family == AF_INET6) {
+                const struct in6_addr *a6 = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+
+                return IN6_IS_ADDR_V4MAPPED(a6) && memcmp(&a6->s6_addr[12], &a->s_addr, 4) == 0;
+        }
+        return false;
+}
+
+int proxy_mesh_check(const ProxyMeshAuth *auth, ReplayCache *cache, const struct sockaddr *peer,
+                     const char *method, const char *target, const char *signature, uint64_t now_sec,
+                     ProxyMeshVerdict *ret) {
+        int r;
+
+        assert(auth && cache && method && target && ret);
+        if (!peer_is(peer, &auth->gateway)) {
+                *ret = (ProxyMeshVerdict) { 403, "permission_error", "forbidden_source",
+                        "Only the gateway may use this agent's mesh listener." };
+                return -EPERM;
+        }
+        /* The gateway's reachability probe: answered to the gateway's address without a
+         * signature (WireGuard already proves where it comes from). */
+        if (http_path_is(target, "/healthz") && (streq(method, "GET") || streq(method, "HEAD"))) {
+                *ret = (ProxyMeshVerdict) {};
+                return 0;
+        }
+        if (!signature) {
+                *ret = (ProxyMeshVerdict) { 401, "authentication_error", "missing_signature",
+                        "The request has no " REQUEST_SIGN_HEADER " header." };
+                return -EBADMSG;
+        }
+        r = request_verify(cache, auth->secret, method, target, signature, now_sec);
+        switch (r) {
+        case 0:
+                *ret = (ProxyMeshVerdict) {};
+                return 0;
+        case -ESTALE:
+                *ret = (ProxyMeshVerdict) { 401, "authentication_error", "stale_signature",
+                        "The request's signature is too old or from the future (check both clocks)." };
+                return r;
+        case -EALREADY:
+                *ret = (ProxyMeshVerdict) { 401, "authentication_error", "replayed_signature",
+                        "This request's signature was already used." };
+                return r;
+        case -ENOBUFS:
+                *ret = (ProxyMeshVerdict) { 503, "server_error", "signature_check_unavailable",
+                        "Too many signed requests at once; try again in a second." };
+                return r;
+        case -EBADMSG:
+        case -EKEYREJECTED:
+                *ret = (ProxyMeshVerdict) { 401, "authentication_error", "invalid_signature",
+                        "The request's signature is not valid for this agent." };
+                return r;
+        default:
+                *ret = (ProxyMeshVerdict) { 500, "server_error", "internal_error",
+                        "The agent failed to check the request's signature." };
+                return r;
+        }
+}
+
+static ProxyCapability *proxy_find_capability(Proxy *p, const char *name, size_t len) {
+        for (size_t i = 0; i < p->n_capabilities; i++)
+                if (strlen(p->capabilities[i].name) == len && strncmp(p->capabilities[i].name, name, len) == 0)
+                        return &p->capabilities[i];
+        return NULL;
+}
+
+static int proxy_handle_capability(Proxy *p, HttpExchange *x, const char *path) {
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        _cleanup_free_ ProxyRequest *pr = NULL;
+        const char *rest = startswith(path, CAPABILITY_PREFIX), *slash, *body;
+        ProxyCapability *cap;
+        char id[HTTP_REQUEST_ID_SIZE];
+        size_t len;
+        int r;
+
+        http_request_id_new(id);
+        slash = rest ? strchr(rest, '/') : NULL;
+        if (!slash || !http_path_is(slash, "/exec"))
+                return respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
+                                     "Unknown request URL: %s. Capabilities are at " CAPABILITY_PREFIX "NAME/exec.",
+                                     http_exchange_path(x));
+        cap = proxy_find_capability(p, rest, (size_t) (slash - rest));
+        if (!cap)
+                return respond_error(x, id, 404, "invalid_request_error", "capability_not_found", NULL,
+                                     "The capability '%.*s' is not offered here.", (int) MIN((size_t) (slash - rest), (size_t) 64), rest);
+        if (!streq(http_exchange_method(x), "POST")) {
+                (void) http_exchange_add_header(x, "Allow", "POST");
+                return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                     "Use POST for a capability.");
+        }
+        body = http_exchange_body(x, &len);
+        if (cap->max_body_size > 0 && len > cap->max_body_size)
+                return respond_error(x, id, 413, "invalid_request_error", "request_too_large", NULL,
+                                     "The request body is larger than the capability '%s' accepts (%" PRIu64 " bytes).",
+                                     cap->name, cap->max_body_size);
+        r = jobj_parse(body ?: "", len, JSON_DEPTH_MAX, &root, NULL);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                     "A capability's request body must be JSON.");
+
+        pr = new0(ProxyRequest, 1);
+        if (!pr)
+                return -ENOMEM;
+        *pr = (ProxyRequest) {
+                .proxy = p,
+                .kind = PR_CAPABILITY,
+                .x = x,
+                .path = strdup(path),
+                .target_name = strdup(cap->name),
+                .capability_url = strdup(cap->url),
+        };
+        memcpy(pr->id, id, sizeof id);
+        if (!pr->path || !pr->target_name || !pr->capability_url) {
+                free(pr->path);
+                free(pr->target_name);
+                free(pr->capability_url);
+                return -ENOMEM;
+        }
+        http_exchange_set_userdata(x, pr, on_exchange_close, on_exchange_drain);
+        proxy_request_continue(TAKE_PTR(pr));
+        return 0;
+}
+
+static int proxy_handle(HttpExchange *x, void *userdata);
+
+static int proxy_mesh_handle(HttpExchange *x, void *userdata) {
+        Proxy *p = userdata;
+        _cleanup_free_ char *path = NULL;
+        ProxyMeshVerdict v;
+        char id[HTTP_REQUEST_ID_SIZE];
+        int r;
+
+        r = proxy_mesh_check(&p->mesh_auth, p->replay, http_exchange_peer(x), http_exchange_method(x),
+                             http_exchange_target(x), http_exchange_header(x, REQUEST_SIGN_HEADER),
+                             (uint64_t) time(NULL), &v);
+        if (r < 0) {
+                char a[64];
+
+                log_ratelimit_warning(&p->log_limit, "Mesh listener: refused %s %s from %s: %s.",
+                                      http_exchange_method(x), http_exchange_path(x),
+                                      format_sockaddr(http_exchange_peer(x), a, sizeof a), v.code);
+                http_request_id_new(id);
+                if (v.status == 401)
+                        (void) http_exchange_add_header(x, "WWW-Authenticate", "Club-Signature");
+                return respond_error(x, id, v.status, v.type, v.code, NULL, "%s", v.message);
+        }
+        if (http_path_has_dot_segment(http_exchange_target(x))) {
+                http_request_id_new(id);
+                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                     "The request path has '.' or '..' segments.");
+        }
+        path = http_path_normalize(http_exchange_target(x));
+        if (!path)
+                return -ENOMEM;
+        if (p->draining && !http_path_is(path, "/healthz")) {
+                http_request_id_new(id);
+                return respond_error(x, id, 503, "server_error", "agent_draining", NULL,
+                                     "This agent is draining: it finishes running requests and takes no new ones.");
+        }
+        if (startswith(path, CAPABILITY_PREFIX))
+                return proxy_handle_capability(p, x, path);
+        return proxy_handle(x, p);
+}
+
+int proxy_listen_mesh(Proxy *p, int fd, const ProxyMeshAuth *auth) {
+        _cleanup_(http_server_freep) HttpServer *s = NULL;
+        int r;
+
+        assert(p && auth);
+        if (!p->replay) {
+                r = replay_cache_new(MESH_REPLAY_ENTRIES, 0, &p->replay);
+                if (r < 0) {
+                        safe_close(fd);
+                        return r;
+                }
+        }
+        r = http_server_new(p->event, fd, &p->server_options, proxy_mesh_handle, p, &s);
+        if (r < 0)
+                return r;
+        proxy_unlisten_mesh(p);
+        p->mesh_server = TAKE_PTR(s);
+        proxy_set_mesh_auth(p, auth);
+        return 0;
+}
+
+void proxy_set_mesh_auth(Proxy *p, const ProxyMeshAuth *auth) {
+        explicit_bzero(&p->mesh_auth, sizeof p->mesh_auth);
+        p->mesh_auth = *auth;
+}
+
+void proxy_unlisten_mesh(Proxy *p) {
+        if (!p)
+                return;
+        /* Closing the server ends its exchanges, which frees their requests. */
+        p->mesh_server = http_server_free(p->mesh_server);
+        explicit_bzero(&p->mesh_auth, sizeof p->mesh_auth);
+}
+
+bool proxy_has_mesh(Proxy *p) {
+        return p->mesh_server;
+}
+
+void proxy_set_draining(Proxy *p, bool draining) {
+        p->draining = draining;
+}
+
+void proxy_set_refresh_callback(Proxy *p, ProxyRefreshedFn fn, void *userdata) {
+        p->on_refreshed = fn;
+        p->on_refreshed_userdata = userdata;
+}
+
+size_t proxy_upstreams(Proxy *p, Upstream *const **ret) {
+        *ret = p->upstreams;
+        return p->n_upstreams;
+}
+
+void proxy_refresh(Proxy *p) {
+        proxy_refresh_all(p);
+}
+
+static void proxy_capabilities_free(Proxy *p) {
+        for (size_t i = 0; i < p->n_capabilities; i++) {
+                free(p->capabilities[i].name);
+                free(p->capabilities[i].url);
+        }
+        p->capabilities = mfree(p->capabilities);
+        p->n_capabilities = 0;
+}
+
+static int proxy_set_capabilities(Proxy *p, const ClubdConfig *cfg) {
+        ProxyCapability *l;
+
+        l = new0(ProxyCapability, cfg->n_capabilities);
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < cfg->n_capabilities; i++) {
+                l[i] = (ProxyCapability) {
+                        .name = strdup(cfg->capabilities[i].name),
+                        .url = strdup(cfg->capabilities[i].url),
+                        .max_body_size = cfg->capabilities[i].max_body_size,
+                };
+                if (!l[i].name || !l[i].url) {
+                        for (size_t j = 0; j <= i; j++) {
+                                free(l[j].name);
+                                free(l[j].url);
+                        }
+                        free(l);
+                        return -ENOMEM;
+                }
+        }
+        proxy_capabilities_free(p);
+        p->capabilities = l;
+        p->n_capabilities = cfg->n_capabilities;
+        return 0;
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
 static int proxy_set_upstreams(Proxy *p, const ClubdConfig *cfg) {
@@ -873,6 +1196,9 @@ static int proxy_set_upstreams(Proxy *p, const ClubdConfig *cfg) {
                         return r;
                 }
         }
+        for (size_t i = 0; i < cfg->n_upstreams; i++)
+                for (size_t j = 0; j < p->n_upstreams; j++)
+                        upstream_take_state(l[i], p->upstreams[j]);
         /* Old upstreams stay alive for as long as requests reference them. */
         for (size_t i = 0; i < p->n_upstreams; i++) {
                 upstream_disconnect(p->upstreams[i]);
@@ -919,18 +1245,21 @@ int proxy_new(sd_event *event, const ClubdConfig *cfg, int listen_fd, Proxy **re
                 return r;
         }
 
-        HttpServerOptions sopts = {
+        p->server_options = (HttpServerOptions) {
                 .max_connections = cfg->max_connections,
                 .max_connections_per_ip = cfg->max_connections_per_ip,
                 .max_header_size = cfg->max_header_size,
                 .max_body_size = cfg->max_body_size,
                 .stream_buffer_max = cfg->stream_buffer_size,
         };
-        r = http_server_new(event, listen_fd, &sopts, proxy_handle, p, &p->server);
+        r = http_server_new(event, listen_fd, &p->server_options, proxy_handle, p, &p->server);
         if (r < 0)
                 return r;
 
         r = proxy_set_upstreams(p, cfg);
+        if (r < 0)
+                return r;
+        r = proxy_set_capabilities(p, cfg);
         if (r < 0)
                 return r;
 
@@ -947,8 +1276,11 @@ Proxy *proxy_free(Proxy *p) {
         if (!p)
                 return NULL;
         p->refresh_timer = sd_event_source_disable_unref(p->refresh_timer);
-        /* The server first: closing exchanges frees their requests and upstream transfers. */
+        /* The servers first: closing exchanges frees their requests and upstream transfers. */
+        proxy_unlisten_mesh(p);
         p->server = http_server_free(p->server);
+        p->replay = replay_cache_free(p->replay);
+        proxy_capabilities_free(p);
         while (p->waiting)
                 proxy_request_unwait(p->waiting);
         for (size_t i = 0; i < p->n_upstreams; i++) {
@@ -964,6 +1296,9 @@ Proxy *proxy_free(Proxy *p) {
 int proxy_reload(Proxy *p, const ClubdConfig *cfg) {
         int r;
 
+        r = proxy_set_capabilities(p, cfg);
+        if (r < 0)
+                return r;
         r = proxy_set_upstreams(p, cfg);
         if (r < 0)
                 return r;
@@ -974,6 +1309,8 @@ int proxy_reload(Proxy *p, const ClubdConfig *cfg) {
 
 void proxy_stop_accepting(Proxy *p) {
         (void) http_server_quiesce(p->server);
+        if (p->mesh_server)
+                (void) http_server_quiesce(p->mesh_server);
 }
 
 unsigned proxy_in_flight(Proxy *p) {

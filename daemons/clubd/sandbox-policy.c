@@ -9,7 +9,11 @@
 /*
  * Found by tracing clubd through its whole integration suite (strace -f), then reasoned
  * through: everything the event loop, libmicrohttpd, libcurl (including its resolver thread
- * and glibc's getaddrinfo) and a configuration reload need. Not here: exec, fork (clone is
+ * and glibc's getaddrinfo) and a configuration reload need, and the agent at run time:
+ * registering writes the state file; WireGuard goes through the netlink sockets opened
+ * before the filter (wg_context_new()) or connects to wireguard-go's UAPI socket
+ * (AF_UNIX); the gateway endpoint is resolved in a thread; the bus was connected before
+ * and reconnecting needs only socket/connect. Not here: exec, fork (clone is
  * allowed for threads only, see lib/sandbox.c), ptrace, mount, module loading, keyctl, bpf,
  * process_vm_*, personality, chroot, set*id, prctl, …
  */
@@ -18,6 +22,9 @@ static const char *const clubd_syscalls[] = {
         "read", "write", "readv", "writev", "pread64", "pwrite64", "close", "lseek", "fcntl",
         "ioctl", "openat", "open", "newfstatat", "fstat", "stat", "lstat", "statx", "getdents64",
         "access", "faccessat", "faccessat2", "readlink", "readlinkat", "dup", "dup3", "fstatfs",
+        /* the agent's state file: temporary file, fsync, rename, fsync of the directory; unregistering */
+        "fsync", "fdatasync", "fchmod", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+        "mkdir", "mkdirat",
         /* sockets (socket() itself is limited to the families below) */
         "socket", "connect", "accept", "accept4", "bind", "listen", "getsockname", "getpeername",
         "setsockopt", "getsockopt", "shutdown", "sendto", "recvfrom", "sendmsg", "recvmsg",

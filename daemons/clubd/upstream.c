@@ -177,6 +177,7 @@ int upstream_parse_models(UpstreamKind kind, const char *body, size_t len,
 static void upstream_set_result(Upstream *u, bool reachable, const char *error) {
         u->checked = true;
         u->reachable = reachable;
+        u->failures = reachable ? 0 : u->failures + 1;
         u->checked_usec = now_usec(CLOCK_REALTIME);
         (void) free_and_strdup(&u->error, error);
 }
@@ -236,6 +237,25 @@ static void on_probe_done(HttpRequest *req, int error, void *userdata) {
         u->probe_len = 0;
         if (u->on_refreshed)
                 u->on_refreshed(u, u->userdata);
+}
+
+void upstream_take_state(Upstream *u, Upstream *old) {
+        if (!old || u->static_models || old->static_models || u->kind != old->kind ||
+            !streq(u->name, old->name) || !streq(u->url, old->url) || !old->checked)
+                return;
+        /* The same server: what we knew of it stands until its next listing. */
+        strv_free_n(u->models, u->n_models);
+        u->models = old->models;
+        u->n_models = old->n_models;
+        u->model_objects = old->model_objects;
+        old->models = NULL;
+        old->n_models = 0;
+        old->model_objects = NULL;
+        u->checked = true;
+        u->reachable = old->reachable;
+        u->failures = old->failures;
+        u->checked_usec = old->checked_usec;
+        (void) free_and_strdup(&u->error, old->error);
 }
 
 int upstream_refresh(Upstream *u) {

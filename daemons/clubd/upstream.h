@@ -37,6 +37,7 @@ struct Upstream {
         json_object *model_objects; /* the listing's entries, OpenAI-shaped, for /v1/models */
         bool checked;
         bool reachable;
+        unsigned failures;        /* checks failed in a row; the models are kept meanwhile */
         char *error;              /* why the last check failed, for /healthz */
         uint64_t checked_usec;    /* CLOCK_REALTIME of the last check */
 
@@ -58,6 +59,10 @@ CLUB_DEFINE_CLEANUP(Upstream *, upstream_unref);
 
 /* Detach from the owner: no more refresh callbacks, probe cancelled. */
 void upstream_disconnect(Upstream *u);
+
+/* After a reload: take over what @old (the same server: name, URL and kind) last learned,
+ * its models and health, so that a reload never makes a serving upstream look empty. */
+void upstream_take_state(Upstream *u, Upstream *old);
 
 /* Start a model listing unless one is running. Returns 1 if a probe runs, 0 if none could start. */
 int upstream_refresh(Upstream *u);
