@@ -145,6 +145,26 @@ static int handle_healthz(Gateway *g, HttpExchange *x) {
         return http_exchange_respond(x, 200, "application/json", body, len);
 }
 
+/*
+ * The OpenAI API's hooks fan out here: admission (per-key limits) before a provider is
+ * chosen, and each finished request (usage, limits, metrics) once its exchange ended.
+ */
+static int on_api_admit(const ApiRequestInfo *info, HttpExchange *x, void *userdata) {
+        Gateway *g = userdata;
+
+        assert(g);
+        assert(info);
+        assert(x);
+        return 0;
+}
+
+static void on_api_finished(const ApiRequestRecord *record, void *userdata) {
+        Gateway *g = userdata;
+
+        assert(g);
+        assert(record);
+}
+
 static int on_public_request(HttpExchange *x, void *userdata) {
         Gateway *g = userdata;
 
@@ -299,6 +319,11 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                             }, &g->api);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the OpenAI API: %m");
+        gateway_api_set_hooks(g->api, &(GatewayApiHooks) {
+                                      .admit = on_api_admit,
+                                      .finished = on_api_finished,
+                                      .userdata = g,
+                              });
         r = http_server_new(event, TAKE_FD(pfd), &hopts, on_public_request, g, &g->public);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the public %s listener on %s%s: %m",
