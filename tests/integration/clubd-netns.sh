@@ -13,7 +13,8 @@
 #   REQUIRE=(PROGRAM…)                          what else the test needs, or ()
 #   . "$(dirname "$0")/clubd-netns.sh"          takes the test's arguments (CLUBD CLUBCTL
 #                                               CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER
-#                                               CLUB-TEST-UPSTREAM), checks prerequisites,
+#                                               CLUB-TEST-UPSTREAM [CLUB-HEARTBEAT-HELPER
+#                                               → $HB]), checks prerequisites,
 #                                               re-executes the script in private mount and
 #                                               PID namespaces, makes $T (tmpfs) and $tmp,
 #                                               one cleanup for both; sets HERE and SRC (the
@@ -33,12 +34,12 @@
 # last ctl exited RC and printed every NEEDLE). Everything started is stopped on exit,
 # also when the test is killed (the namespaces die with the script).
 
-if [ $# != 5 ]; then
-        echo "usage: $0 CLUBD CLUBCTL CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER CLUB-TEST-UPSTREAM" >&2
+if [ $# != 5 ] && [ $# != 6 ]; then
+        echo "usage: $0 CLUBD CLUBCTL CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER CLUB-TEST-UPSTREAM [CLUB-HEARTBEAT-HELPER]" >&2
         exit 1
 fi
-CLUBD=$1 CLUBCTL=$2 GATEWAYD=$3 ADMIN=$4 UPSTREAM=$5
-for p in "$CLUBD" "$CLUBCTL" "$GATEWAYD" "$ADMIN" "$UPSTREAM"; do
+CLUBD=$1 CLUBCTL=$2 GATEWAYD=$3 ADMIN=$4 UPSTREAM=$5 HB=${6:-}
+for p in "$CLUBD" "$CLUBCTL" "$GATEWAYD" "$ADMIN" "$UPSTREAM" ${HB:+"$HB"}; do
         [ -x "$p" ] || { echo "FAIL - $p is not an executable"; exit 1; }
 done
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,9 +54,12 @@ pb_require wireguard-go wg ip curl ping /usr/bin/python3 "${REQUIRE[@]}"
 [ -c /dev/net/tun ] || skip "no /dev/net/tun"
 pb_enter_namespace "$0" "$@"
 
-# In the namespaces now. /tmp is a tmpfs of our own, so that $tmp and $T (keys, logs, state)
-# vanish with the mount namespace even when the test is killed with SIGKILL.
-mount -t tmpfs -o mode=1777,size=256m "$TEST" /tmp || skip "cannot mount a tmpfs on /tmp"
+# In the namespaces now. $TMPDIR is a tmpfs of our own, so that $tmp and $T (keys, logs,
+# state) vanish with the mount namespace even when the test is killed with SIGKILL. Not
+# over /tmp itself: the checkout and its build directory may live there.
+export TMPDIR=/run/club-tests
+mkdir -p "$TMPDIR" || skip "cannot make $TMPDIR"
+mount -t tmpfs -o mode=1777,size=256m "$TEST" "$TMPDIR" || skip "cannot mount a tmpfs on $TMPDIR"
 # gatewayd-netns.sh makes $tmp and its cleanup; private-bus.sh is
 # sourced again afterwards so that its helpers (ok, check, wait_for…) and its counts are the
 # ones in force (nothing has started yet, so resetting its variables loses nothing).

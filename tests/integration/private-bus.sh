@@ -18,7 +18,7 @@
 #                                (returns there, with the same arguments). Set the array
 #                                PB_UNSHARE_EXTRA first for more, e.g. (--net) for a network
 #                                namespace of its own (then bring lo up: ip link set lo up).
-#   pb_setup NAME                a tmpfs at $T (/tmp/NAME.XXXXXX) and the EXIT trap that stops
+#   pb_setup NAME                a tmpfs at $T ($TMPDIR/NAME.XXXXXX) and the EXIT trap that stops
 #                                every pid in PIDS (in reverse order) and unmounts it.
 #   pb_add_users USER…           users (and groups of the same name) in bind-mounted copies
 #                                of /etc/passwd and /etc/group; UID_OF[USER] is the uid.
@@ -117,7 +117,7 @@ pb_cleanup() {
 # A tmpfs of our own: if the test is killed, nothing but this empty directory stays.
 pb_setup() {
         local name=$1
-        T=$(mktemp -d "/tmp/$name.XXXXXX")
+        T=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
         mount -t tmpfs -o mode=755,size=64m "$name" "$T" || { rmdir "$T"; T=""; skip "cannot mount a tmpfs"; }
         trap pb_cleanup EXIT
         trap 'exit 1' INT TERM
