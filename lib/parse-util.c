@@ -221,6 +221,19 @@ int parse_sockaddr(const char *s, struct sockaddr_storage *ret, socklen_t *ret_l
         return 0;
 }
 
+bool sockaddr_is_loopback(const struct sockaddr *sa) {
+        if (sa->sa_family == AF_INET)
+                return (ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr) >> 24) == 127;
+        if (sa->sa_family == AF_INET6) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+
+                if (IN6_IS_ADDR_LOOPBACK(a))
+                        return true;
+                return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+        }
+        return false;
+}
+
 const char *format_sockaddr(const struct sockaddr *sa, char *buf, size_t len) {
         char a[INET6_ADDRSTRLEN];
 

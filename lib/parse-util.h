@@ -27,5 +27,7 @@ typedef struct SockAddr {
 int parse_sockaddr(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len);
 /* A TCP/UDP port 1–65535. */
 int parse_port(const char *s, uint16_t *ret);
+/* Whether a socket address is loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). */
+bool sockaddr_is_loopback(const struct sockaddr *sa);
 /* Format a socket address as "1.2.3.4:80" / "[::1]:80". buf must be ≥ 64 bytes. */
 const char *format_sockaddr(const struct sockaddr *sa, char *buf, size_t len);

@@ -1191,6 +1191,8 @@ static bool route_in(const WgRoute *r, const WgRoute *list, size_t n) {
 static int converge_link(WgContext *c, const WgDevice *desired, const WgDevice *cur, const LinkInfo *info,
                          UndoLog *undo, WgConvergeStats *stats) {
         bool want_up = FLAGS_SET(desired->flags, WG_DEVICE_HAS_UP) ? desired->up : cur->up;
+        _cleanup_(wg_device_freep) WgDevice *now = NULL;
+        const WgDevice *rcur = cur;     /* the link's routes as they are now */
         int ifindex = info->ifindex, r;
 
         if (FLAGS_SET(desired->flags, WG_DEVICE_HAS_MTU) && desired->mtu != cur->mtu) {
@@ -1204,8 +1206,6 @@ static int converge_link(WgContext *c, const WgDevice *desired, const WgDevice *
         }
 
         if (FLAGS_SET(desired->flags, WG_DEVICE_HAS_ADDRESSES)) {
-                _cleanup_(wg_device_freep) WgDevice *now = NULL;
-
                 for (size_t i = 0; i < cur->n_addresses; i++) {
                         if (address_in(&cur->addresses[i], desired->addresses, desired->n_addresses))
                                 continue;
@@ -1218,13 +1218,27 @@ static int converge_link(WgContext *c, const WgDevice *desired, const WgDevice *
                                 return r;
                         stats->addresses_removed++;
                 }
-                /* Read again: removing a primary IPv4 address may take secondaries with it. */
+                /* Read again: removing a primary IPv4 address may take secondaries with it, and
+                 * removing the link's last IPv4 address makes the kernel flush its IPv4 routes. */
                 r = wg_device_new(desired->ifname, &now);
                 if (r < 0)
                         return r;
                 r = read_link(c, info, now);
                 if (r < 0)
                         return r;
+                rcur = now;
+                /* Routes the kernel flushed with the address: removed all the same (counted if
+                 * unwanted, put back below if wanted, restored by a rollback either way). */
+                for (size_t i = 0; i < cur->n_routes; i++) {
+                        if (route_in(&cur->routes[i], now->routes, now->n_routes))
+                                continue;
+                        r = undo_push(undo, (Undo) { .type = UNDO_ROUTE_REMOVED, .route = cur->routes[i] });
+                        if (r < 0)
+                                return r;
+                        if (FLAGS_SET(desired->flags, WG_DEVICE_HAS_ROUTES) &&
+                            !(want_up && route_in(&cur->routes[i], desired->routes, desired->n_routes)))
+                                stats->routes_removed++;
+                }
                 for (size_t i = 0; i < desired->n_addresses; i++) {
                         if (address_in(&desired->addresses[i], now->addresses, now->n_addresses))
                                 continue;
@@ -1253,16 +1267,16 @@ static int converge_link(WgContext *c, const WgDevice *desired, const WgDevice *
         }
 
         if (FLAGS_SET(desired->flags, WG_DEVICE_HAS_ROUTES)) {
-                for (size_t i = 0; i < cur->n_routes; i++) {
+                for (size_t i = 0; i < rcur->n_routes; i++) {
                         LinkRoute lr;
 
-                        if (want_up && route_in(&cur->routes[i], desired->routes, desired->n_routes))
+                        if (want_up && route_in(&rcur->routes[i], desired->routes, desired->n_routes))
                                 continue;
-                        lr = link_route(&cur->routes[i]);
+                        lr = link_route(&rcur->routes[i]);
                         r = link_remove_route(c->rtnl, ifindex, &lr);
                         if (r < 0 && r != -ESRCH)
                                 return log_debug_errno(r, "%s: failed to remove a route: %m", desired->ifname);
-                        r = undo_push(undo, (Undo) { .type = UNDO_ROUTE_REMOVED, .route = cur->routes[i] });
+                        r = undo_push(undo, (Undo) { .type = UNDO_ROUTE_REMOVED, .route = rcur->routes[i] });
                         if (r < 0)
                                 return r;
                         stats->routes_removed++;
@@ -1270,7 +1284,7 @@ static int converge_link(WgContext *c, const WgDevice *desired, const WgDevice *
                 for (size_t i = 0; want_up && i < desired->n_routes; i++) {
                         LinkRoute lr;
 
-                        if (route_in(&desired->routes[i], cur->routes, cur->n_routes))
+                        if (route_in(&desired->routes[i], rcur->routes, rcur->n_routes))
                                 continue;
                         lr = link_route(&desired->routes[i]);
                         r = link_add_route(c->rtnl, ifindex, &lr);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -8,6 +9,7 @@
 #include "cleanup.h"
 #include "gateway-api.h"
 #include "gateway-route.h"
+#include "gateway-usage.h"
 #include "http-client.h"
 #include "http-forward.h"
 #include "json-util.h"
@@ -17,6 +19,8 @@
 /* The body of a provider's error answer kept to tell a client that already got keep-alives. */
 #define ERROR_BODY_MAX (16U * 1024U)
 #define KEEPALIVE_COMMENT ": keep-alive\n\n"
+/* Providers remembered as refusing stream_options (in memory: a restart forgets them). */
+#define NO_STREAM_OPTIONS_MAX 256U
 
 typedef struct ApiRequest ApiRequest;
 
@@ -28,6 +32,9 @@ struct GatewayApi {
         GatewayApiOptions opts;
         GatewayApiHooks hooks;
         RateLimit log_limit;
+        unsigned n_in_flight;           /* ApiRequests alive */
+        int64_t no_stream_options[NO_STREAM_OPTIONS_MAX]; /* a ring of provider ids */
+        unsigned n_no_stream_options;
 };
 
 struct ApiRequest {
@@ -35,8 +42,9 @@ struct ApiRequest {
         HttpExchange *x;                /* NULL once the client side ended */
         char id[HTTP_REQUEST_ID_SIZE];
         char *target;                   /* normalised path and query */
-        char *model;
+        char *model;                    /* or the capability's name */
         bool stream;
+        bool capability;                /* POST /api/v1/capabilities/{model}/exec */
         int64_t key_id;
         int64_t user_id;
         const char *param;              /* the request field an error names, or NULL */
@@ -69,9 +77,23 @@ struct ApiRequest {
         size_t pending_len, pending_off;
         bool abort_after_pending;
 
+        /* Usage (gateway-usage.h). */
+        char *usage_body;               /* the body with stream_options.include_usage added */
+        size_t usage_body_len;
+        bool usage_checked;             /* usage_request_body() ran */
+        bool strip_usage;               /* this attempt's body was usage_body: the usage chunk is ours */
+        bool retry_same;                /* the provider refused stream_options: once more without */
+        bool end_after_pending;         /* the stream ends once our queued bytes are out */
+        SseUsage sse_usage;
+        UsageBuffer usage_out;          /* a stripped stream's bytes for the client */
+        JsonUsage plain_usage;          /* a plain answer passed on, scanned for its usage */
+        TokenUsage usage;
+        bool admitted;
+
         /* The record. */
         uint64_t start_usec;
         uint64_t first_byte_usec;
+        uint64_t first_content_usec;
         uint64_t bytes;
         unsigned status;
         ApiOutcome outcome;
@@ -94,6 +116,7 @@ const char *api_outcome_to_string(ApiOutcome o) {
 }
 
 static void api_request_attempt(ApiRequest *pr);
+static int api_request_start(ApiRequest *pr, const StoreProvider *p);
 
 /* ---- answering ----------------------------------------------------------------------- */
 
@@ -173,6 +196,8 @@ static void api_request_flush(ApiRequest *pr) {
         pr->pending_len = pr->pending_off = 0;
         if (pr->abort_after_pending && pr->x)
                 (void) http_exchange_stream_abort(pr->x);
+        else if (pr->end_after_pending && pr->x)
+                (void) http_exchange_stream_end(pr->x);
 }
 
 static int api_request_queue(ApiRequest *pr, const char *data, size_t len) {
@@ -278,6 +303,11 @@ static ApiRequest *api_request_free(ApiRequest *pr) {
         http_small_body_done(&pr->small);
         free(pr->error_body);
         free(pr->pending);
+        free(pr->usage_body);
+        sse_usage_done(&pr->sse_usage);
+        usage_buffer_done(&pr->usage_out);
+        json_usage_done(&pr->plain_usage);
+        pr->api->n_in_flight--;
         return mfree(pr);
 }
 
@@ -289,7 +319,26 @@ static ApiRequestInfo api_request_info(const ApiRequest *pr) {
                 .target = pr->target,
                 .model = pr->model,
                 .stream = pr->stream,
+                .capability = pr->capability,
         };
+}
+
+/* "model" or "capability", for messages. */
+static const char *api_request_what(const ApiRequest *pr) {
+        return pr->capability ? "capability" : "model";
+}
+
+/* The tokens of the answer: the provider's usage, else a stream's content events. */
+static void api_request_usage(ApiRequest *pr, ApiRequestRecord *rec) {
+        TokenUsage u = pr->usage;
+
+        if (!u.reported && pr->sse)
+                u = sse_usage_result(&pr->sse_usage);
+        else if (!u.reported)
+                u = pr->plain_usage.usage;
+        rec->prompt_tokens = u.prompt_tokens;
+        rec->completion_tokens = u.completion_tokens;
+        rec->usage_reported = u.reported;
 }
 
 static void api_request_finished(ApiRequest *pr, bool ok) {
@@ -310,10 +359,13 @@ static void api_request_finished(ApiRequest *pr, bool ok) {
                 .time_to_first_byte_usec = pr->first_byte_usec > 0 ? pr->first_byte_usec - pr->start_usec : 0,
                 .duration_usec = now_usec(CLOCK_MONOTONIC) - pr->start_usec,
                 .bytes = pr->bytes,
+                .time_to_first_token_usec = pr->first_content_usec > 0 ? pr->first_content_usec - pr->start_usec : 0,
+                .admitted = pr->admitted,
         };
-        log_debug("Request %s: %s %s for model %s, user %" PRId64 ": %s, status %u, provider %" PRId64
+        api_request_usage(pr, &rec);
+        log_debug("Request %s: %s %s for %s %s, user %" PRId64 ": %s, status %u, provider %" PRId64
                   ", %u attempt(s), first byte after %" PRIu64 " ms, %" PRIu64 " ms, %" PRIu64 " bytes.",
-                  pr->id, pr->stream ? "streamed" : "plain", pr->target, pr->model, pr->user_id,
+                  pr->id, pr->stream ? "streamed" : "plain", pr->target, api_request_what(pr), pr->model, pr->user_id,
                   api_outcome_to_string(rec.outcome), rec.status, rec.provider_id, rec.attempts,
                   rec.time_to_first_byte_usec / USEC_PER_MSEC, rec.duration_usec / USEC_PER_MSEC, rec.bytes);
         if (api->hooks.finished)
@@ -452,6 +504,20 @@ static int on_provider_response(HttpRequest *req, unsigned status, void *userdat
         return 0;
 }
 
+/* Look for the usage in what was passed on: a stream's events, a plain answer's "usage". */
+static void api_request_scan(ApiRequest *pr, const char *data, size_t n) {
+        int r;
+
+        if (pr->sse) {
+                if (sse_usage_feed(&pr->sse_usage, data, n, NULL) < 0)
+                        log_debug("Request %s: out of memory scanning the stream for usage.", pr->id);
+                return;
+        }
+        r = json_usage_feed(&pr->plain_usage, data, n);
+        if (r < 0)
+                log_debug("Request %s: out of memory scanning the answer for its usage.", pr->id);
+}
+
 static ssize_t on_provider_data(HttpRequest *req, const void *data, size_t len, void *userdata) {
         ApiRequest *pr = userdata;
         ssize_t n;
@@ -459,6 +525,8 @@ static ssize_t on_provider_data(HttpRequest *req, const void *data, size_t len, 
 
         if (!pr->x)
                 return -ECANCELED;
+        if (len > 0 && pr->first_content_usec == 0 && !pr->collect_error)
+                pr->first_content_usec = now_usec(CLOCK_MONOTONIC);
         if (pr->small.active) {
                 r = http_small_body_append(&pr->small, data, len);
                 return r < 0 ? r : (ssize_t) len;
@@ -480,11 +548,25 @@ static ssize_t on_provider_data(HttpRequest *req, const void *data, size_t len, 
         }
         if (pr->pending)
                 return 0; /* our keep-alive goes first; the drain resumes the transfer */
+        if (pr->sse && pr->strip_usage) {
+                /* The usage chunk we asked for is not the client's: the rest goes out through
+                 * our queue, which pauses the provider's transfer until the client took it. */
+                pr->sse_usage.strip = true;
+                pr->usage_out.len = 0;
+                r = sse_usage_feed(&pr->sse_usage, data, len, &pr->usage_out);
+                if (r >= 0 && pr->usage_out.len > 0)
+                        r = api_request_queue(pr, pr->usage_out.data, pr->usage_out.len);
+                if (r < 0)
+                        return r;
+                pr->bytes += pr->usage_out.len;
+                return (ssize_t) len;
+        }
         /* Whatever the client's buffer cannot take now pauses the provider's transfer. */
         n = http_exchange_stream_write(pr->x, data, len);
         if (n > 0) {
                 api_request_note_written(pr, data, (size_t) n);
                 pr->bytes += (uint64_t) n;
+                api_request_scan(pr, data, (size_t) n);
         }
         return n;
 }
@@ -507,6 +589,17 @@ static int on_next_attempt(sd_event_source *s, void *userdata) {
         ApiRequest *pr = userdata;
 
         pr->next_attempt = sd_event_source_disable_unref(pr->next_attempt);
+        if (pr->retry_same && pr->x) {
+                int r;
+
+                /* The same provider again, without the stream_options it refused. */
+                pr->retry_same = false;
+                r = api_request_start(pr, pr->provider);
+                if (r >= 0)
+                        return 0;
+                log_warning_errno(r, "Request %s: failed to send to provider %s again: %m", pr->id, pr->provider->name);
+                pr->last_error = r;
+        }
         api_request_attempt(pr);
         return 0;
 }
@@ -536,6 +629,31 @@ static const char *error_reason(int error) {
         default:
                 return strerror(-error);
         }
+}
+
+static bool api_provider_refuses_stream_options(GatewayApi *api, int64_t id) {
+        for (unsigned i = 0; i < MIN(api->n_no_stream_options, NO_STREAM_OPTIONS_MAX); i++)
+                if (api->no_stream_options[i] == id)
+                        return true;
+        return false;
+}
+
+/* A 400 that blames the stream_options we added: the provider is remembered as not taking
+ * them (in memory), and gets the request once more, as the client sent it. */
+static bool api_request_stream_options_refused(ApiRequest *pr, unsigned status, const char *body, size_t len) {
+        GatewayApi *api = pr->api;
+
+        if (!pr->strip_usage || status != 400 || !usage_error_mentions_stream_options(body, len))
+                return false;
+        log_info("Request %s: provider %s (id %" PRId64 ") refuses stream_options.include_usage; "
+                 "sending it streams as the clients ask from now on.", pr->id, pr->provider->name, pr->provider->id);
+        if (!api_provider_refuses_stream_options(api, pr->provider->id))
+                api->no_stream_options[api->n_no_stream_options++ % NO_STREAM_OPTIONS_MAX] = pr->provider->id;
+        pr->retry_same = true;
+        pr->first_content_usec = 0;
+        api_request_end_attempt(pr, ROUTER_NEUTRAL);
+        api_request_schedule_attempt(pr);
+        return true;
 }
 
 static void on_provider_done(HttpRequest *req, int error, void *userdata) {
@@ -571,7 +689,13 @@ static void on_provider_done(HttpRequest *req, int error, void *userdata) {
         if (pr->small.active) {
                 if (error == 0 && !http_small_body_complete(&pr->small))
                         error = -ECONNRESET;
+                if (error == 0 && api_request_stream_options_refused(pr, pr->small.status, pr->small.data, pr->small.len)) {
+                        http_small_body_done(&pr->small);
+                        return;
+                }
                 if (error == 0) {
+                        if (pr->small.status < 300)
+                                (void) usage_from_json(pr->small.data, pr->small.len, &pr->usage);
                         r = http_forward_response_headers(req, pr->x, pr->id);
                         if (r >= 0)
                                 r = http_exchange_respond(pr->x, pr->small.status, NULL, pr->small.data, pr->small.len);
@@ -593,6 +717,13 @@ static void on_provider_done(HttpRequest *req, int error, void *userdata) {
                 return;
         }
 
+        if (pr->collect_error && error == 0 &&
+            api_request_stream_options_refused(pr, pr->error_status, pr->error_body, pr->error_len)) {
+                pr->collect_error = false;
+                pr->error_body = mfree(pr->error_body);
+                pr->error_len = 0;
+                return;
+        }
         if (pr->collect_error) {
                 _cleanup_free_ char *m = provider_error_message(pr->error_body, pr->error_len), *msg = NULL;
 
@@ -610,7 +741,15 @@ static void on_provider_done(HttpRequest *req, int error, void *userdata) {
         api_request_set_outcome(pr, API_OUTCOME_OK, 200);
         if (error == 0) {
                 api_request_end_attempt(pr, ROUTER_SUCCESS);
-                (void) http_exchange_stream_end(pr->x);
+                if (pr->sse && pr->strip_usage) {
+                        pr->usage_out.len = 0;
+                        if (sse_usage_finish(&pr->sse_usage, &pr->usage_out) >= 0 && pr->usage_out.len > 0)
+                                (void) api_request_queue(pr, pr->usage_out.data, pr->usage_out.len);
+                }
+                if (pr->pending)
+                        pr->end_after_pending = true;   /* api_request_flush() ends it */
+                else
+                        (void) http_exchange_stream_end(pr->x);
                 return;
         }
         log_ratelimit_warning(&api->log_limit, "Request %s: provider %s failed mid-answer after %" PRIu64 " bytes: %s.",
@@ -625,6 +764,29 @@ static void on_provider_done(HttpRequest *req, int error, void *userdata) {
 }
 
 /* ---- sending to a provider ------------------------------------------------------------ */
+
+/* The body for provider @p: a streamed completion that did not ask for usage asks for it
+ * (stream_options.include_usage), unless @p is known to refuse that; strip_usage says so. */
+static int api_request_usage_body(ApiRequest *pr, const StoreProvider *p, const void **body, size_t *len) {
+        int r;
+
+        pr->strip_usage = false;
+        if (!pr->stream || pr->capability || api_provider_refuses_stream_options(pr->api, p->id) ||
+            !(http_path_is(pr->target, "/v1/chat/completions") || http_path_is(pr->target, "/v1/completions")))
+                return 0;
+        if (!pr->usage_checked) {
+                pr->usage_checked = true;
+                r = usage_request_body(*body, *len, &pr->usage_body, &pr->usage_body_len);
+                if (r == -ENOMEM)
+                        return r;
+        }
+        if (!pr->usage_body)
+                return 0;               /* the client asked for usage itself, or the body is not ours to change */
+        *body = pr->usage_body;
+        *len = pr->usage_body_len;
+        pr->strip_usage = true;
+        return 0;
+}
 
 static int api_request_start(ApiRequest *pr, const StoreProvider *p) {
         static const HttpRequestCallbacks cb = {
@@ -671,6 +833,9 @@ static int api_request_start(ApiRequest *pr, const StoreProvider *p) {
                 return r;
 
         body = http_exchange_body(pr->x, &len);
+        r = api_request_usage_body(pr, p, &body, &len);
+        if (r < 0)
+                return r;
         r = http_request_set_body(req, body, len);
         if (r < 0)
                 return r;
@@ -683,8 +848,8 @@ static int api_request_start(ApiRequest *pr, const StoreProvider *p) {
                 return r;
         pr->req = TAKE_PTR(req);
         pr->counted = router_begin(api->router, p->id) >= 0;
-        log_debug("Request %s: %s %s for model %s → provider %s (id %" PRId64 ") at %s:%u, attempt %u.",
-                  pr->id, method, pr->target, pr->model, p->name, p->id, addr, (unsigned) p->agent_port, pr->n_tried);
+        log_debug("Request %s: %s %s for %s %s → provider %s (id %" PRId64 ") at %s:%u, attempt %u.",
+                  pr->id, method, pr->target, api_request_what(pr), pr->model, p->name, p->id, addr, (unsigned) p->agent_port, pr->n_tried);
         return 0;
 }
 
@@ -705,7 +870,8 @@ static void api_request_attempt(ApiRequest *pr) {
                 if (r == -EAGAIN && pr->n_tried == 0) {
                         api_request_fail(pr, API_OUTCOME_UNAVAILABLE, 503, "server_error", "no_provider_available",
                                          (wait + USEC_PER_SEC - 1) / USEC_PER_SEC,
-                                         "Every provider of this model failed recently; try again shortly.");
+                                         pr->capability ? "Every provider of this capability failed recently; try again shortly."
+                                                        : "Every provider of this model failed recently; try again shortly.");
                         return;
                 }
                 if (r < 0) {
@@ -775,6 +941,10 @@ static int authenticate(GatewayApi *api, HttpExchange *x, const char *id, StoreA
         }
 }
 
+int gateway_api_authenticate(GatewayApi *api, HttpExchange *x, const char *id, StoreApiKey *ret) {
+        return authenticate(api, x, id, ret);
+}
+
 /* One entry of the model list. */
 typedef struct ModelEntry {
         const char *id;                 /* borrowed from the providers */
@@ -800,18 +970,18 @@ static json_object *model_object(const ModelEntry *e) {
         return o;
 }
 
-/* The models of the online providers the user may use, sorted, each once. */
-static int models_collect(const StoreProvider *l, size_t n, ModelEntry **ret, size_t *ret_n) {
+/* The models (or capabilities) of the online providers the user may use, sorted, each once. */
+static int names_collect(const StoreProvider *l, size_t n, bool capabilities, ModelEntry **ret, size_t *ret_n) {
         _cleanup_free_ ModelEntry *all = NULL;
         size_t total = 0, k = 0;
 
         for (size_t i = 0; i < n; i++)
-                total += store_strv_length(l[i].models);
+                total += store_strv_length(capabilities ? l[i].capabilities : l[i].models);
         all = new(ModelEntry, total);
         if (!all)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++)
-                for (char **m = l[i].models; m && *m; m++)
+                for (char **m = capabilities ? l[i].capabilities : l[i].models; m && *m; m++)
                         all[k++] = (ModelEntry) { .id = *m, .providers = 1, .created_usec = l[i].created_usec };
         qsort(all, k, sizeof *all, model_entry_cmp);
         /* Merge runs of the same id. */
@@ -858,7 +1028,22 @@ static int percent_decode(const char *s, size_t len, char **ret) {
         return 0;
 }
 
-static int handle_models(GatewayApi *api, HttpExchange *x, const char *id, int64_t user_id, const char *model) {
+static json_object *capability_object(const char *name, unsigned providers_online) {
+        json_object *o = json_object_new_object();
+
+        if (!o || jobj_add_string(o, "id", name) < 0 ||
+            jobj_add_string(o, "object", "capability") < 0 ||
+            jobj_add_int64(o, "providers_online", providers_online) < 0) {
+                json_object_put(o);
+                return NULL;
+        }
+        return o;
+}
+
+/* GET /v1/models, GET /v1/models/{model}, and with @capabilities GET /api/v1/capabilities:
+ * what the online providers the user may use serve, with counts. */
+static int handle_models(GatewayApi *api, HttpExchange *x, const char *id, int64_t user_id, const char *model,
+                         bool capabilities) {
         StoreProviderFilter filter = { .usable_by = user_id, .online_only = true };
         _cleanup_(json_object_putp) json_object *root = NULL, *data = NULL;
         _cleanup_free_ ModelEntry *models = NULL;
@@ -866,10 +1051,11 @@ static int handle_models(GatewayApi *api, HttpExchange *x, const char *id, int64
         size_t n = 0, n_models = 0;
         int r;
 
+        assert(!model || !capabilities);
         r = store_provider_list(api->store, &filter, &l, &n);
         if (r < 0)
-                return respond_store_error(x, id, r, "listing models");
-        r = models_collect(l, n, &models, &n_models);
+                return respond_store_error(x, id, r, capabilities ? "listing capabilities" : "listing models");
+        r = names_collect(l, n, capabilities, &models, &n_models);
         if (r < 0) {
                 store_providers_free(l, n);
                 return r;
@@ -896,7 +1082,8 @@ static int handle_models(GatewayApi *api, HttpExchange *x, const char *id, int64
         data = json_object_new_array();
         r = root && data ? 0 : -ENOMEM;
         for (size_t i = 0; r == 0 && i < n_models; i++) {
-                json_object *o = model_object(&models[i]);
+                json_object *o = capabilities ? capability_object(models[i].id, models[i].providers)
+                                              : model_object(&models[i]);
 
                 if (!o || json_object_array_add(data, o) < 0) {
                         json_object_put(o);
@@ -912,17 +1099,18 @@ static int handle_models(GatewayApi *api, HttpExchange *x, const char *id, int64
 }
 
 /* The body of a forwarded request: a JSON object naming a model; "stream" a boolean if given. */
-static int parse_body(HttpExchange *x, const char *id, char **ret_model, bool *ret_stream) {
+/* The body as one JSON value. Otherwise it is answered 400 and a non-zero value returned
+ * (a negative errno if even that failed). */
+static int parse_json_body(HttpExchange *x, const char *id, const char *expected, json_object **ret) {
         _cleanup_(json_object_putp) json_object *root = NULL;
-        const char *body, *reason = NULL, *model;
-        bool stream = false;
+        const char *body, *reason = NULL;
         size_t len;
         int r;
 
         body = http_exchange_body(x, &len);
         if (!body || len == 0)
                 return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
-                                     "The request has no body; expected a JSON object.") ?: -EINVAL;
+                                     "The request has no body; expected %s.", expected) ?: -EINVAL;
         r = jobj_parse(body, len, JSON_DEPTH_MAX, &root, &reason);
         if (r == -ENOMEM)
                 return r;
@@ -932,6 +1120,19 @@ static int parse_body(HttpExchange *x, const char *id, char **ret_model, bool *r
         if (r < 0)
                 return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
                                      "The request body is not valid JSON: %s.", reason ?: "syntax error") ?: -EINVAL;
+        *ret = TAKE_PTR(root);
+        return 0;
+}
+
+static int parse_body(HttpExchange *x, const char *id, char **ret_model, bool *ret_stream) {
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        const char *model;
+        bool stream = false;
+        int r;
+
+        r = parse_json_body(x, id, "a JSON object", &root);
+        if (r != 0)
+                return r;
         if (!root || !json_object_is_type(root, json_type_object))
                 return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
                                      "The request body must be a JSON object.") ?: -EINVAL;
@@ -971,7 +1172,8 @@ static void api_request_dispatch(ApiRequest *pr) {
         GatewayApi *api = pr->api;
         StoreProviderFilter filter = {
                 .usable_by = pr->user_id,
-                .model = pr->model,
+                .model = pr->capability ? NULL : pr->model,
+                .capability = pr->capability ? pr->model : NULL,
                 .online_only = true,
         };
         int r;
@@ -992,6 +1194,7 @@ static void api_request_dispatch(ApiRequest *pr) {
                         return;
                 }
         }
+        pr->admitted = true;
 
         r = store_provider_list(api->store, &filter, &pr->candidates, &pr->n_candidates);
         if (r < 0) {
@@ -1014,14 +1217,17 @@ static void api_request_dispatch(ApiRequest *pr) {
                 if (n > 0) {
                         api_request_fail(pr, API_OUTCOME_UNAVAILABLE, 503, "server_error", "no_provider_online",
                                          GATEWAY_API_OFFLINE_RETRY_AFTER_SEC,
-                                         "No provider of this model is online now; try again later.");
+                                         pr->capability ? "No provider of this capability is online now; try again later."
+                                                        : "No provider of this model is online now; try again later.");
                         return;
                 }
-                if (asprintf(&msg, "The model '%s' does not exist or you do not have access to it.", pr->model) < 0)
+                if (asprintf(&msg, "The %s '%s' does not exist or you do not have access to it.",
+                             api_request_what(pr), pr->model) < 0)
                         msg = NULL;
-                pr->param = "model";
-                api_request_fail(pr, API_OUTCOME_MODEL_NOT_FOUND, 404, "invalid_request_error", "model_not_found", 0,
-                                 msg ?: "The model does not exist or you do not have access to it.");
+                pr->param = pr->capability ? NULL : "model";
+                api_request_fail(pr, API_OUTCOME_MODEL_NOT_FOUND, 404, "invalid_request_error",
+                                 pr->capability ? "capability_not_found" : "model_not_found", 0,
+                                 msg ?: "It does not exist or you do not have access to it.");
                 return;
         }
 
@@ -1035,15 +1241,13 @@ static void api_request_dispatch(ApiRequest *pr) {
         api_request_attempt(pr);
 }
 
-static int handle_forward(GatewayApi *api, HttpExchange *x, const char *id, const StoreApiKey *key, char *target) {
-        _cleanup_free_ char *model = NULL, *t = target;
+/* Forward the exchange to a provider of @name (a model, or a capability), sending @target
+ * (both taken). From here on the exchange owns the request. */
+static int api_request_begin(GatewayApi *api, HttpExchange *x, const char *id, const StoreApiKey *key,
+                             char *target, char *name, bool stream, bool capability) {
+        _cleanup_free_ char *t = target, *m = name;
         ApiRequest *pr;
-        bool stream = false;
-        int r;
 
-        r = parse_body(x, id, &model, &stream);
-        if (r != 0)
-                return r < 0 && !http_exchange_is_answered(x) ? r : 0;
         pr = new0(ApiRequest, 1);
         if (!pr)
                 return -ENOMEM;
@@ -1051,17 +1255,124 @@ static int handle_forward(GatewayApi *api, HttpExchange *x, const char *id, cons
                 .api = api,
                 .x = x,
                 .target = TAKE_PTR(t),
-                .model = TAKE_PTR(model),
+                .model = TAKE_PTR(m),
                 .stream = stream,
+                .capability = capability,
                 .key_id = key->id,
                 .user_id = key->user_id,
                 .start_usec = http_exchange_start_usec(x),
         };
         memcpy(pr->id, id, sizeof pr->id);
-        /* From here on the exchange owns the request. */
+        api->n_in_flight++;
         http_exchange_set_userdata(x, pr, on_exchange_close, on_exchange_drain);
         api_request_dispatch(pr);
         return 0;
+}
+
+static int handle_forward(GatewayApi *api, HttpExchange *x, const char *id, const StoreApiKey *key, char *target) {
+        _cleanup_free_ char *model = NULL, *t = target;
+        bool stream = false;
+        int r;
+
+        r = parse_body(x, id, &model, &stream);
+        if (r != 0)
+                return r < 0 && !http_exchange_is_answered(x) ? r : 0;
+        return api_request_begin(api, x, id, key, TAKE_PTR(t), TAKE_PTR(model), stream, false);
+}
+
+/* ---- capabilities --------------------------------------------------------------------- */
+
+/* No online provider of @name for this user: 503 if it has offline ones, else 404. */
+static int respond_capability_unavailable(GatewayApi *api, HttpExchange *x, const char *id, int64_t user_id,
+                                          const char *name) {
+        StoreProviderFilter filter = { .usable_by = user_id, .capability = name };
+        StoreProvider *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = store_provider_list(api->store, &filter, &l, &n);
+        if (r < 0)
+                return respond_store_error(x, id, r, "looking for a capability");
+        store_providers_free(l, n);
+        if (n > 0)
+                return respond_retry_after(x, id, 503, "server_error", "no_provider_online",
+                                           GATEWAY_API_OFFLINE_RETRY_AFTER_SEC,
+                                           "No provider of this capability is online now; try again later.");
+        return respond_error(x, id, 404, "invalid_request_error", "capability_not_found", NULL,
+                             "The capability '%s' does not exist or you do not have access to it.", name);
+}
+
+/* GET /api/v1/capabilities/{name}: the provider the router would pick now, and its health. */
+static int handle_capability_get(GatewayApi *api, HttpExchange *x, const char *id, int64_t user_id,
+                                 const char *name) {
+        StoreProviderFilter filter = { .usable_by = user_id, .capability = name, .online_only = true };
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        json_object *prov = NULL, *health = NULL;
+        const StoreProvider *p;
+        StoreProvider *l = NULL;
+        uint64_t now = now_usec(CLOCK_MONOTONIC), wait = 0;
+        size_t n = 0, i;
+        int r;
+
+        r = store_provider_list(api->store, &filter, &l, &n);
+        if (r < 0)
+                return respond_store_error(x, id, r, "looking for a capability");
+        if (n == 0) {
+                store_providers_free(l, n);
+                return respond_capability_unavailable(api, x, id, user_id, name);
+        }
+        r = router_pick(api->router, l, n, NULL, 0, now, &i, &wait);
+        if (r < 0) {
+                store_providers_free(l, n);
+                return respond_retry_after(x, id, 503, "server_error", "no_provider_available",
+                                           (wait + USEC_PER_SEC - 1) / USEC_PER_SEC,
+                                           "Every provider of this capability failed recently; try again shortly.");
+        }
+        p = &l[i];
+        root = capability_object(name, (unsigned) MIN(n, (size_t) UINT_MAX));
+        prov = json_object_new_object();
+        health = json_object_new_object();
+        r = root && prov && health ? 0 : -ENOMEM;
+        if (r >= 0 &&
+            (jobj_add_int64(prov, "id", p->id) < 0 ||
+             jobj_add_string(prov, "name", p->name) < 0 ||
+             jobj_add_string(prov, "version", p->version) < 0 ||
+             jobj_add_string(health, "state", store_provider_state_to_string(p->state)) < 0 ||
+             jobj_add_bool(health, "online", p->online) < 0 ||
+             jobj_add_int64(health, "last_heartbeat", (int64_t) (p->last_heartbeat_usec / USEC_PER_SEC)) < 0 ||
+             jobj_add_int64(health, "in_flight", p->in_flight) < 0 ||
+             jobj_add_int64(health, "capacity", p->capacity) < 0 ||
+             jobj_add_int64(health, "gateway_in_flight", router_in_flight(api->router, p->id)) < 0 ||
+             jobj_add_bool(health, "recently_failed", router_is_backing_off(api->router, p->id, now)) < 0))
+                r = -ENOMEM;
+        store_providers_free(l, n);
+        if (r >= 0 && jobj_add(prov, "health", TAKE_PTR(health)) < 0)
+                r = -ENOMEM;
+        if (r >= 0 && jobj_add(root, "provider", TAKE_PTR(prov)) < 0)
+                r = -ENOMEM;
+        json_object_put(prov);
+        json_object_put(health);
+        if (r < 0)
+                return r;
+        return respond_json(x, id, root);
+}
+
+/* POST /api/v1/capabilities/{name}/exec: any JSON body, forwarded like a model's request. */
+static int handle_capability_exec(GatewayApi *api, HttpExchange *x, const char *id, const StoreApiKey *key,
+                                  const char *name) {
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        _cleanup_free_ char *target = NULL, *n = NULL;
+        int r;
+
+        r = parse_json_body(x, id, "JSON (a capability takes any JSON value)", &root);
+        if (r != 0)
+                return r < 0 && !http_exchange_is_answered(x) ? r : 0;
+        if (asprintf(&target, GATEWAY_API_CAPABILITIES_PATH "/%s/exec", name) < 0)
+                return -ENOMEM;
+        n = strdup(name);
+        if (!n)
+                return -ENOMEM;
+        return api_request_begin(api, x, id, key, TAKE_PTR(target), TAKE_PTR(n), false, true);
 }
 
 static bool target_is_signable(const char *target) {
@@ -1078,7 +1389,7 @@ int gateway_api_handle(GatewayApi *api, HttpExchange *x) {
         _cleanup_free_ char *target = NULL, *model = NULL;
         const char *method = http_exchange_method(x), *rest;
         char id[HTTP_REQUEST_ID_SIZE];
-        enum { MODELS, MODEL_GET, FORWARD } kind;
+        enum { MODELS, MODEL_GET, FORWARD, CAPABILITIES, CAPABILITY_GET, CAPABILITY_EXEC } kind;
         int r;
 
         http_request_id_new(id);
@@ -1086,10 +1397,40 @@ int gateway_api_handle(GatewayApi *api, HttpExchange *x) {
         if (!target)
                 return -ENOMEM;
 
-        if (!startswith(target, "/v1/") || http_path_has_dot_segment(target))
+        rest = startswith(target, GATEWAY_API_CAPABILITIES_PATH);
+        if (rest && *rest != 0 && *rest != '/' && *rest != '?')
+                rest = NULL;
+        if ((!startswith(target, "/v1/") && !rest) || http_path_has_dot_segment(target))
                 return respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
                                      "Unknown request URL: %s %s.", method, http_exchange_path(x));
-        if (http_path_is(target, "/v1/models")) {
+        if (rest && *rest != '/') {
+                if (!streq(method, "GET")) {
+                        (void) http_exchange_add_header(x, "Allow", "GET");
+                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                             "Use GET for " GATEWAY_API_CAPABILITIES_PATH ".");
+                }
+                kind = CAPABILITIES;
+        } else if (rest) {
+                size_t k = strcspn(++rest, "/?");
+                bool exec = rest[k] == '/';
+
+                if (exec && !http_path_is(rest + k, "/exec"))
+                        return respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
+                                             "Unknown request URL: %s %s. Capabilities are run with POST "
+                                             GATEWAY_API_CAPABILITIES_PATH "/NAME/exec.", method, http_exchange_path(x));
+                if (!streq(method, exec ? "POST" : "GET")) {
+                        (void) http_exchange_add_header(x, "Allow", exec ? "POST" : "GET");
+                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                             "Use %s for %s.", exec ? "POST" : "GET", http_exchange_path(x));
+                }
+                r = percent_decode(rest, k, &model);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                             "The capability in the URL is not validly percent-encoded.");
+                kind = exec ? CAPABILITY_EXEC : CAPABILITY_GET;
+        } else if (http_path_is(target, "/v1/models")) {
                 if (!streq(method, "GET")) {
                         (void) http_exchange_add_header(x, "Allow", "GET");
                         return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
@@ -1127,12 +1468,22 @@ int gateway_api_handle(GatewayApi *api, HttpExchange *x) {
         r = authenticate(api, x, id, &key);
         if (r != 0)
                 return http_exchange_is_answered(x) ? 0 : r;
+        if ((kind == CAPABILITY_GET || kind == CAPABILITY_EXEC) && !store_capability_name_is_valid(model))
+                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                     "A capability's name is 1 to %u of letters, digits, '.', '_', ':' and '-', "
+                                     "starting with a letter or digit.", STORE_TAG_MAX);
 
         switch (kind) {
         case MODELS:
-                return handle_models(api, x, id, key.user_id, NULL);
+                return handle_models(api, x, id, key.user_id, NULL, false);
         case MODEL_GET:
-                return handle_models(api, x, id, key.user_id, model);
+                return handle_models(api, x, id, key.user_id, model, false);
+        case CAPABILITIES:
+                return handle_models(api, x, id, key.user_id, NULL, true);
+        case CAPABILITY_GET:
+                return handle_capability_get(api, x, id, key.user_id, model);
+        case CAPABILITY_EXEC:
+                return handle_capability_exec(api, x, id, &key, model);
         default:
                 return handle_forward(api, x, id, &key, TAKE_PTR(target));
         }
@@ -1188,6 +1539,10 @@ GatewayApi *gateway_api_free(GatewayApi *api) {
         api->router = router_free(api->router);
         sd_event_unref(api->event);
         return mfree(api);
+}
+
+unsigned gateway_api_in_flight(GatewayApi *api) {
+        return api ? api->n_in_flight : 0;
 }
 
 void gateway_api_set_hooks(GatewayApi *api, const GatewayApiHooks *hooks) {

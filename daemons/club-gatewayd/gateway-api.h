@@ -26,7 +26,19 @@
  *     aborted connection, never with a clean end. While a streamed request waits for its
  *     first byte, the client gets an SSE comment every KeepAliveInterval=.
  *  7. when the exchange ends, the finished hook, if set, gets the request's record
- *     (usage and metrics).
+ *     (usage and metrics), with the tokens of the answer (gateway-usage.h): a streamed chat
+ *     or text completion that did not ask for stream_options.include_usage is sent with it,
+ *     and the usage-only chunk is taken out of what the client sees; a provider that
+ *     refuses the option (400 naming it) gets the request once more without it, and is
+ *     remembered (in memory) as not taking it.
+ *
+ * Capabilities (docs/club-gatewayd.md, "Capabilities") go the same way: GET
+ * /api/v1/capabilities lists those of the online providers the key may use, GET
+ * /api/v1/capabilities/{name} says which provider the router would pick now, and POST
+ * /api/v1/capabilities/{name}/exec is a forwarded request like the above with the
+ * capability's name in the model's place (ApiRequestInfo.capability set): any JSON body,
+ * candidates by StoreProviderFilter.capability, 404 capability_not_found, the target
+ * /api/v1/capabilities/{name}/exec on the agent, the same hooks, signing and failover.
  *
  * Every answer carries x-request-id (also sent to the agent). Everything runs on the
  * daemon's loop; nothing blocks it but the store's queries.
@@ -48,6 +60,8 @@
 #define GATEWAY_API_MAX_ATTEMPTS_MAX 16U
 /* Retry-After when the providers of a model are all offline. */
 #define GATEWAY_API_OFFLINE_RETRY_AFTER_SEC 30U
+/* Where the capabilities are, on the public listener as on the agent's mesh listener. */
+#define GATEWAY_API_CAPABILITIES_PATH "/api/v1/capabilities"
 /* An answer of known size up to this is collected and sent whole. */
 #define GATEWAY_API_SMALL_BODY_MAX (16U * 1024U)
 
@@ -75,8 +89,9 @@ typedef struct ApiRequestInfo {
         int64_t key_id;
         int64_t user_id;
         const char *target;             /* normalised path and query, as sent to the agent */
-        const char *model;
+        const char *model;              /* or, with @capability, the capability's name */
         bool stream;                    /* the body asked for "stream": true */
+        bool capability;                /* POST /api/v1/capabilities/{model}/exec, not /v1/… */
 } ApiRequestInfo;
 
 /* What the finished hook gets. */
@@ -89,6 +104,11 @@ typedef struct ApiRequestRecord {
         uint64_t time_to_first_byte_usec; /* until the provider's response headers; 0 if none */
         uint64_t duration_usec;         /* until the exchange ended */
         uint64_t bytes;                 /* body bytes from the provider passed to the client */
+        uint64_t time_to_first_token_usec; /* until the first byte of the answer's body; 0 if none */
+        uint64_t prompt_tokens;         /* from the answer's usage (gateway-usage.h) */
+        uint64_t completion_tokens;     /* …or, for a stream without it, its content events */
+        bool usage_reported;            /* the provider reported the tokens; otherwise counted or 0 */
+        bool admitted;                  /* the admission hook let it through (see GatewayApiHooks) */
 } ApiRequestRecord;
 
 typedef struct GatewayApiHooks {
@@ -100,7 +120,8 @@ typedef struct GatewayApiHooks {
          */
         int (*admit)(const ApiRequestInfo *info, HttpExchange *x, void *userdata);
         /* Once per request that got this far (authenticated, body parsed), when its
-         * exchange ended: also for those refused, unroutable or failed. */
+         * exchange ended: also for those refused, unroutable or failed. record->admitted
+         * says whether admit() returned 0 for it (what admit() counted can be given back). */
         void (*finished)(const ApiRequestRecord *record, void *userdata);
         void *userdata;
 } GatewayApiHooks;
@@ -135,12 +156,31 @@ CLUB_DEFINE_CLEANUP(GatewayApi *, gateway_api_free);
 void gateway_api_set_hooks(GatewayApi *api, const GatewayApiHooks *hooks);
 
 /**
+ * gateway_api_authenticate() - check the exchange's "Authorization: Bearer ic-…" key
+ * @api: the API
+ * @x:   the exchange
+ * @id:  its x-request-id, for the error answer
+ * @ret: the key (store_api_key_deinit() it)
+ *
+ * For other endpoints on the public listener that take API keys (GET /api/v1/usage): the
+ * key must have the inference scope. A missing, bad, revoked or expired key is answered
+ * with the API's own 401/403 (and a failing store with 503).
+ *
+ * Return: 0 with @ret set; otherwise the exchange was answered (a positive value or a
+ * negative errno; check http_exchange_is_answered()).
+ */
+int gateway_api_authenticate(GatewayApi *api, HttpExchange *x, const char *id, StoreApiKey *ret);
+
+/* Forwarded requests (models and capabilities) whose exchange has not ended yet. */
+unsigned gateway_api_in_flight(GatewayApi *api);
+
+/**
  * gateway_api_handle() - answer a request on the public listener
  * @api: the API
  * @x:   the exchange
  *
- * Answers /v1/… as described above and everything else with 404 unknown_url, always with
- * an x-request-id header.
+ * Answers /v1/… and /api/v1/capabilities… as described above and everything else with 404
+ * unknown_url, always with an x-request-id header.
  *
  * Return: 0 once answered or under way; a negative errno (the server answers 500).
  */

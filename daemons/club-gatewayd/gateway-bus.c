@@ -19,6 +19,8 @@ struct GatewayBus {
         Hub *hub;
         PolkitRegistry *polkit;
         sd_bus_slot *disconnect_slot;
+        void (*usage_flush)(void *userdata);    /* before usage is read: write what is queued */
+        void *usage_flush_userdata;
         char mesh_prefix[INET_ADDRSTRLEN + 4];
         char gateway_address[INET_ADDRSTRLEN];
 };
@@ -270,7 +272,21 @@ static const char *key_state(uint64_t revoked, uint64_t expires, bool used_up) {
         return "active";
 }
 
-static int append_api_key(sd_bus_message *m, const StoreApiKey *k, const char *user) {
+/* A key's limits: each -1 (unlimited), -2 (STORE_LIMIT_DEFAULT: the gateway's [Limits]), or N. */
+static int append_limit_fields(sd_bus_message *m, const StoreKeyLimits *l) {
+        int r;
+
+        r = sd_bus_message_append(m, "{sv}", "requests_per_minute", "x", l->requests_per_minute);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "{sv}", "tokens_per_minute", "x", l->tokens_per_minute);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "{sv}", "concurrent_streams", "x", l->concurrent_streams);
+        return r;
+}
+
+/* @limits: the key's own, or NULL for a new key's (all default). */
+static int append_api_key(sd_bus_message *m, const StoreApiKey *k, const char *user, const StoreKeyLimits *limits) {
+        static const StoreKeyLimits defaults = { STORE_LIMIT_DEFAULT, STORE_LIMIT_DEFAULT, STORE_LIMIT_DEFAULT };
         char prefix[KEY_TAG_LEN + KEY_PREFIX_SIZE];
         int r;
 
@@ -298,6 +314,8 @@ static int append_api_key(sd_bus_message *m, const StoreApiKey *k, const char *u
                 r = append_t(m, "revoked", k->revoked_usec);
         if (r >= 0)
                 r = append_t(m, "last_used", k->last_used_usec);
+        if (r >= 0)
+                r = append_limit_fields(m, limits ?: &defaults);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         return r;
@@ -596,9 +614,17 @@ static int list_keys(GatewayBus *b, sd_bus_message *m, KeyKind kind, sd_bus_erro
         r = sd_bus_message_new_method_return(m, &reply);
         if (r >= 0)
                 r = sd_bus_message_open_container(reply, 'a', "a{sv}");
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = api ? append_api_key(reply, &api[i], user_name(&u, api[i].user_id))
-                        : append_enrollment_key(reply, &enr[i], user_name(&u, enr[i].user_id));
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                StoreKeyLimits limits;
+
+                if (!api) {
+                        r = append_enrollment_key(reply, &enr[i], user_name(&u, enr[i].user_id));
+                        continue;
+                }
+                r = store_api_key_get_limits(b->store, api[i].id, &limits);
+                if (r >= 0)
+                        r = append_api_key(reply, &api[i], user_name(&u, api[i].user_id), &limits);
+        }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         store_api_keys_free(api, api ? n : 0);
@@ -670,7 +696,7 @@ static int send_new_key(sd_bus_message *m, const StoreApiKey *api, const StoreEn
         if (r >= 0)
                 r = sd_bus_message_sensitive(reply);
         if (r >= 0)
-                r = api ? append_api_key(reply, api, user) : append_enrollment_key(reply, enrollment, user);
+                r = api ? append_api_key(reply, api, user, NULL) : append_enrollment_key(reply, enrollment, user);
         if (r >= 0)
                 r = sd_bus_message_append(reply, "s", secret);
         if (r < 0)
@@ -1133,6 +1159,307 @@ static int property_get_string(sd_bus *bus, const char *path, const char *interf
         return sd_bus_message_append(reply, "s", v);
 }
 
+/* ---- usage and per-key limits ------------------------------------------------------------- */
+
+/* A key's limits as a record of their own. */
+static int append_key_limits(sd_bus_message *m, const StoreKeyLimits *l) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = append_limit_fields(m, l);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+/* The limits dictionary of SetApiKeyLimits applied to @l: each entry an "x" (-1 unlimited,
+ * 0… a limit) or the string "default". */
+static int read_key_limits(sd_bus_message *m, StoreKeyLimits *l, sd_bus_error *error) {
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        for (unsigned n = 0;; n++) {
+                const char *key, *contents, *s;
+                int64_t v, *field;
+
+                r = sd_bus_message_enter_container(m, 'e', "sv");
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                if (n >= 8)
+                        return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Too many limits.");
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "requests_per_minute"))
+                        field = &l->requests_per_minute;
+                else if (streq(key, "tokens_per_minute"))
+                        field = &l->tokens_per_minute;
+                else if (streq(key, "concurrent_streams"))
+                        field = &l->concurrent_streams;
+                else
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Unknown limit '%s'; the limits are requests_per_minute, "
+                                                 "tokens_per_minute and concurrent_streams.", key);
+                r = sd_bus_message_peek_type(m, NULL, &contents);
+                if (r < 0)
+                        return r;
+                if (streq(contents, "x")) {
+                        r = sd_bus_message_read(m, "v", "x", &v);
+                        if (r < 0)
+                                return r;
+                        if (v < STORE_LIMIT_UNLIMITED || v > STORE_LIMIT_MAX)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "The limit '%s' must be -1 (unlimited) or 0 to %" PRId64 ".",
+                                                         key, STORE_LIMIT_MAX);
+                } else if (streq(contents, "s")) {
+                        r = sd_bus_message_read(m, "v", "s", &s);
+                        if (r < 0)
+                                return r;
+                        if (!streq(s, "default"))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "The limit '%s' is a number (x) or the string \"default\".", key);
+                        v = STORE_LIMIT_DEFAULT;
+                } else
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "The limit '%s' is a number (x) or the string \"default\".", key);
+                *field = v;
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_exit_container(m);
+}
+
+static int method_set_api_key_limits(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        GatewayBus *b = userdata;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        StoreKeyLimits l;
+        uint64_t id;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &id);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_skip(m, "a{sv}");
+        if (r < 0)
+                return r;
+        r = begin_call(b, m, GATEWAY_ACTION_MANAGE_KEYS, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = id > INT64_MAX ? -ENOENT : store_api_key_get_limits(b->store, (int64_t) id, &l);
+        if (r == -ENOENT)
+                return no_such_key(error, "API key", id);
+        if (r < 0)
+                return reply_store_error(error, r, GATEWAY_ERROR_NO_SUCH_KEY, "No such key.", "Invalid arguments.",
+                                         "read the key's limits");
+        r = sd_bus_message_rewind(m, true);
+        if (r >= 0)
+                r = sd_bus_message_skip(m, "t");
+        if (r < 0)
+                return r;
+        r = read_key_limits(m, &l, error);
+        if (r < 0)
+                return r;
+        r = store_api_key_set_limits(b->store, (int64_t) id, &l);
+        if (r == -ENOENT)
+                return no_such_key(error, "API key", id);
+        if (r < 0)
+                return reply_store_error(error, r, GATEWAY_ERROR_NO_SUCH_KEY, "No such key.", "Invalid limits.",
+                                         "set the key's limits");
+        log_info("Limits of API key %" PRIu64 " set to %" PRId64 " requests/min, %" PRId64 " tokens/min, %" PRId64
+                 " streams (-1 unlimited, -2 default) by D-Bus caller %s.", id, l.requests_per_minute,
+                 l.tokens_per_minute, l.concurrent_streams, strna(sd_bus_message_get_sender(m)));
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = append_key_limits(reply, &l);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+/* The filter dictionary of GetUsage. Strings stay valid while @m lives. */
+static int read_usage_filter(GatewayBus *b, sd_bus_message *m, StoreUsageFilter *ret, sd_bus_error *error) {
+        StoreUsageFilter f = { .group = STORE_USAGE_BY_KEY };
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        for (unsigned n = 0;; n++) {
+                const char *key, *s = NULL, *type;
+                uint64_t t = 0;
+
+                r = sd_bus_message_enter_container(m, 'e', "sv");
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                if (n >= 16)
+                        return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Too many filter entries.");
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "provider") || streq(key, "since") || streq(key, "until"))
+                        type = "t";
+                else if (streq(key, "user") || streq(key, "key") || streq(key, "model") || streq(key, "group_by"))
+                        type = "s";
+                else
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Unknown filter '%s'; the filters are user, key, model, group_by "
+                                                 "(strings), provider, since and until (t).", key);
+                r = sd_bus_message_enter_container(m, 'v', type);
+                if (r == -ENXIO)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "The filter '%s' must be of type %s.",
+                                                 key, type);
+                if (r < 0)
+                        return r;
+                r = streq(type, "t") ? sd_bus_message_read(m, "t", &t) : sd_bus_message_read(m, "s", &s);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+                if (s && strlen(s) > BUS_STRING_MAX)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "The filter '%s' is too long.", key);
+
+                if (streq(key, "provider")) {
+                        if (t == 0 || t > INT64_MAX)
+                                return no_such_provider(error, t);
+                        f.provider_id = (int64_t) t;
+                } else if (streq(key, "since"))
+                        f.since_usec = t;
+                else if (streq(key, "until"))
+                        f.until_usec = t;
+                else if (streq(key, "model"))
+                        f.model = s;
+                else if (streq(key, "key")) {
+                        f.key_prefix = startswith(s, "ic-") ?: s;
+                        if (strlen(f.key_prefix) > KEY_PREFIX_CHARS)
+                                f.key_prefix = NULL, s = NULL;
+                        if (!s || !key_prefix_is_valid(f.key_prefix))
+                                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                        "A key is given by its prefix: ic- and the 8 characters after it.");
+                } else if (streq(key, "group_by")) {
+                        f.group = store_usage_group_from_string(s);
+                        if (f.group < 0)
+                                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                        "group_by is one of key, provider, model and user.");
+                } else {
+                        r = user_filter(b, s, &f.user_id, error);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        if (f.until_usec > 0 && f.until_usec <= f.since_usec)
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "until must be later than since.");
+        *ret = f;
+        return 0;
+}
+
+static int append_usage_total(sd_bus_message *m, const StoreUsageTotal *t, StoreUsageGroup group) {
+        char name[STORE_MODEL_NAME_MAX + 8];
+        int r;
+
+        if (group == STORE_USAGE_BY_KEY)
+                (void) snprintf(name, sizeof name, "ic-%s", t->name ?: "????????");
+        else
+                (void) snprintf(name, sizeof name, "%s", strempty(t->name));
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = append_s(m, "group", store_usage_group_to_string(group));
+        if (r >= 0)
+                r = append_t(m, "id", (uint64_t) t->id);
+        if (r >= 0)
+                r = append_s(m, "name", name);
+        if (r >= 0)
+                r = append_t(m, "requests", t->requests);
+        if (r >= 0)
+                r = append_t(m, "ok", t->ok);
+        if (r >= 0)
+                r = append_t(m, "failed", t->failed);
+        if (r >= 0)
+                r = append_t(m, "truncated", t->truncated);
+        if (r >= 0)
+                r = append_t(m, "cancelled", t->cancelled);
+        if (r >= 0)
+                r = append_t(m, "other", t->other);
+        if (r >= 0)
+                r = append_t(m, "prompt_tokens", t->prompt_tokens);
+        if (r >= 0)
+                r = append_t(m, "completion_tokens", t->completion_tokens);
+        if (r >= 0)
+                r = append_t(m, "duration_usec", t->duration_usec);
+        if (r >= 0)
+                r = append_t(m, "time_to_first_token_usec",
+                             t->first_token_requests > 0 ? t->time_to_first_token_usec / t->first_token_requests : 0);
+        if (r >= 0)
+                r = append_t(m, "first", t->first_usec);
+        if (r >= 0)
+                r = append_t(m, "last", t->last_usec);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+static int method_get_usage(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        GatewayBus *b = userdata;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        StoreUsageFilter filter;
+        StoreUsageTotal *l = NULL;
+        size_t n = 0;
+        int r;
+
+        /* The filter's user lookup touches the store, which must wait for polkit. */
+        r = sd_bus_message_skip(m, "a{sv}");
+        if (r < 0)
+                return r;
+        r = begin_call(b, m, GATEWAY_ACTION_READ, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = sd_bus_message_rewind(m, true);
+        if (r < 0)
+                return r;
+        r = read_usage_filter(b, m, &filter, error);
+        if (r < 0)
+                return r;
+
+        if (b->usage_flush)
+                b->usage_flush(b->usage_flush_userdata);
+        r = store_usage_totals(b->store, &filter, &l, &n);
+        if (r < 0)
+                return reply_store_error(error, r, GATEWAY_ERROR_NO_SUCH_KEY, "No such key.",
+                                         "Invalid filter: a model is 1–256 characters; times are µs since the epoch.",
+                                         "read the usage");
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "a{sv}");
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = append_usage_total(reply, &l[i], filter.group);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        store_usage_totals_free(l, n);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+void gateway_bus_set_usage_flush(GatewayBus *b, void (*flush)(void *userdata), void *userdata) {
+        if (!b)
+                return;
+        b->usage_flush = flush;
+        b->usage_flush_userdata = userdata;
+}
+
 static const sd_bus_vtable gateway_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -1216,6 +1543,15 @@ static const sd_bus_vtable gateway_vtable[] = {
                                 SD_BUS_ARGS("t", id, "as", tags, "t", flags),
                                 SD_BUS_NO_RESULT,
                                 method_set_provider_tags, SD_BUS_VTABLE_UNPRIVILEGED),
+
+        SD_BUS_METHOD_WITH_ARGS("SetApiKeyLimits",
+                                SD_BUS_ARGS("t", id, "a{sv}", limits, "t", flags),
+                                SD_BUS_RESULT("a{sv}", limits),
+                                method_set_api_key_limits, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetUsage",
+                                SD_BUS_ARGS("a{sv}", filter, "t", flags),
+                                SD_BUS_RESULT("aa{sv}", totals),
+                                method_get_usage, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

@@ -74,3 +74,6 @@ int gateway_bus_new(sd_event *event, Store *store, Hub *hub, GatewayBus **ret);
  */
 GatewayBus *gateway_bus_free(GatewayBus *b);
 CLUB_DEFINE_CLEANUP(GatewayBus *, gateway_bus_free);
+
+/* GetUsage calls @flush first, so that usage still queued in memory counts; @b may be NULL. */
+void gateway_bus_set_usage_flush(GatewayBus *b, void (*flush)(void *userdata), void *userdata);

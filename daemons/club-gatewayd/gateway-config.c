@@ -14,6 +14,7 @@
 #include "conf-parser.h"
 #include "gateway-api.h"
 #include "gateway-config.h"
+#include "gateway-metrics.h"
 #include "gateway-route.h"
 #include "log.h"
 #include "parse-util.h"
@@ -29,6 +30,8 @@ GatewayConfig *gateway_config_free(GatewayConfig *c) {
         free(c->tls_certificate);
         free(c->tls_key);
         free(c->mesh_listen);
+        free(c->metrics_listen);
+        free(c->metrics_listen_file);
         free(c->wg_interface);
         free(c->wg_private_key_file);
         free(c->wg_endpoint);
@@ -36,27 +39,52 @@ GatewayConfig *gateway_config_free(GatewayConfig *c) {
 }
 
 /* "ADDR:PORT" as http_listen() takes it: port 0 (any free port) is allowed here. */
+static int listen_address_parse(const char *value, struct sockaddr_storage *ret) {
+        _cleanup_free_ char *copy = NULL;
+        const char *colon = strrchr(value, ':');
+        socklen_t len;
+
+        if (colon && streq(colon, ":0") && asprintf(&copy, "%.*s:1", (int) (colon - value), value) < 0)
+                return -ENOMEM;
+        return parse_sockaddr(copy ?: value, ret, &len);
+}
+
 static CONFIG_PARSER_PROTOTYPE(parse_listen) {
         char **s = data;
         struct sockaddr_storage ss;
-        socklen_t len;
-        _cleanup_free_ char *copy = NULL;
-        const char *colon;
 
         if (isempty(value)) {
                 *s = mfree(*s);
                 return 0;
         }
-        colon = strrchr(value, ':');
-        if (colon && streq(colon, ":0")) {
-                if (asprintf(&copy, "%.*s:1", (int) (colon - value), value) < 0)
-                        return -ENOMEM;
-        }
-        if (parse_sockaddr(copy ?: value, &ss, &len) < 0) {
+        if (listen_address_parse(value, &ss) < 0) {
                 config_set_reason(ctx, "expected ADDRESS:PORT, e.g. 0.0.0.0:443 or [::]:443");
                 return -EINVAL;
         }
         return free_and_strdup(s, value);
+}
+
+/* [Metrics] Listen=: as parse_listen(), remembering where, for the loopback check. */
+static CONFIG_PARSER_PROTOTYPE(parse_metrics_listen) {
+        GatewayConfig *c = userdata;
+        int r;
+
+        r = parse_listen(ctx, key, value, ltype, &c->metrics_listen, userdata);
+        if (r < 0)
+                return r;
+        c->metrics_listen_line = ctx->line;
+        return free_and_strdup(&c->metrics_listen_file, ctx->file);
+}
+
+static CONFIG_PARSER_PROTOTYPE(parse_metrics_max_series) {
+        unsigned *p = data, v;
+
+        if (parse_uint(value, &v) < 0 || v < 1 || v > METRICS_SERIES_MAX_MAX) {
+                config_set_reason(ctx, "expected a number of series from 1 to 10000");
+                return -EINVAL;
+        }
+        *p = v;
+        return 0;
 }
 
 static CONFIG_PARSER_PROTOTYPE(parse_mesh_prefix) {
@@ -159,6 +187,29 @@ static CONFIG_PARSER_PROTOTYPE(parse_register_rate) {
         return 0;
 }
 
+/* [Limits]: a number per minute (or of streams); 0 is unlimited. */
+static CONFIG_PARSER_PROTOTYPE(parse_key_limit) {
+        uint64_t *p = data, v;
+
+        if (parse_uint64(value, &v) < 0 || v > (uint64_t) STORE_LIMIT_MAX) {
+                config_set_reason(ctx, "expected a number from 0 (unlimited) to 1000000000000");
+                return -EINVAL;
+        }
+        *p = v;
+        return 0;
+}
+
+static CONFIG_PARSER_PROTOTYPE(parse_usage_retention) {
+        uint64_t *p = data, v;
+
+        if (parse_sec(value, &v) < 0 || v < GATEWAY_USAGE_RETENTION_USEC_MIN || v > GATEWAY_USAGE_RETENTION_USEC_MAX) {
+                config_set_reason(ctx, "expected a time from 1min to 3650d, e.g. 90d");
+                return -EINVAL;
+        }
+        *p = v;
+        return 0;
+}
+
 static CONFIG_PARSER_PROTOTYPE(parse_shutdown_grace) {
         uint64_t *p = data;
         uint64_t v;
@@ -240,6 +291,8 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 .shutdown_grace_usec = GATEWAY_SHUTDOWN_GRACE_USEC_DEFAULT,
                 .register_rate_per_source = GATEWAY_REGISTER_RATE_DEFAULT,
                 .register_rate_per_key = GATEWAY_REGISTER_RATE_DEFAULT,
+                .usage_retention_usec = GATEWAY_USAGE_RETENTION_USEC_DEFAULT,
+                .metrics_max_series = METRICS_SERIES_MAX_DEFAULT,
         };
 
         const ConfigItem table[] = {
@@ -265,7 +318,14 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 { "Public", "FailureBackoffMax", parse_api_duration, 3, &c->failure_backoff_max_usec },
                 { "Public", "RegisterRatePerSource", parse_register_rate, 0, &c->register_rate_per_source },
                 { "Public", "RegisterRatePerKey", parse_register_rate, 0, &c->register_rate_per_key },
+                { "Limits", "RequestsPerMinute", parse_key_limit, 0, &c->limit_requests_per_minute },
+                { "Limits", "TokensPerMinute", parse_key_limit, 0, &c->limit_tokens_per_minute },
+                { "Limits", "ConcurrentStreams", parse_key_limit, 0, &c->limit_concurrent_streams },
+                { "Usage", "Retention", parse_usage_retention, 0, &c->usage_retention_usec },
                 { "Mesh", "Listen", parse_listen, 0, &c->mesh_listen },
+                { "Metrics", "Listen", parse_metrics_listen, 0, NULL },
+                { "Metrics", "AllowRemoteListen", config_parse_bool, 0, &c->metrics_allow_remote },
+                { "Metrics", "MaxSeries", parse_metrics_max_series, 0, &c->metrics_max_series },
                 { "WireGuard", "Enabled", config_parse_bool, 0, &c->wg_enabled },
                 { "WireGuard", "Interface", parse_ifname, 0, &c->wg_interface },
                 { "WireGuard", "PrivateKeyFile", parse_path, 0, &c->wg_private_key_file },
@@ -306,6 +366,20 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 return log_error_errno(-EINVAL, "%s: FailureBackoffMax= in [Public] must not be shorter than FailureBackoff=.", path);
         if (c->max_connections == 0 || c->max_body_size == 0)
                 return log_error_errno(-EINVAL, "%s: MaxConnections and MaxBodySize in [Public] must be positive.", path);
+        if (c->metrics_listen && !c->metrics_allow_remote) {
+                struct sockaddr_storage ss;
+
+                r = listen_address_parse(c->metrics_listen, &ss);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 || !sockaddr_is_loopback((struct sockaddr *) &ss))
+                        return log_error_errno(-EINVAL, "%s:%u: [Metrics] Listen=%s is not a loopback address. The metrics "
+                                               "listener has no authentication and tells who uses which provider: keep it "
+                                               "on 127.0.0.1 or ::1 (scrape through a tunnel or a reverse proxy with "
+                                               "authentication), or set AllowRemoteListen=yes in [Metrics] if you really "
+                                               "mean to open it to your network.",
+                                               c->metrics_listen_file, c->metrics_listen_line, c->metrics_listen);
+        }
 
         *ret = TAKE_PTR(c);
         return 0;

@@ -31,6 +31,10 @@
 /* Registrations per minute (and burst) per source address and per key; 1 to 100000. */
 #define GATEWAY_REGISTER_RATE_DEFAULT 10U
 #define GATEWAY_REGISTER_RATE_MAX 100000U
+/* [Usage] Retention=: from a minute to ten years; 90 days by default. */
+#define GATEWAY_USAGE_RETENTION_USEC_DEFAULT (90 * 24 * 3600 * USEC_PER_SEC)
+#define GATEWAY_USAGE_RETENTION_USEC_MIN (60 * USEC_PER_SEC)
+#define GATEWAY_USAGE_RETENTION_USEC_MAX (3650 * 24 * 3600 * USEC_PER_SEC)
 
 typedef struct GatewayConfig {
         int log_level;
@@ -57,8 +61,20 @@ typedef struct GatewayConfig {
         uint64_t failure_backoff_max_usec;  /* …doubling up to this; 60 s */
         unsigned register_rate_per_source;  /* registrations per minute (and burst) per address */
         unsigned register_rate_per_key;     /* … per authenticated key */
+        /* Per-key limits of the OpenAI API, [Limits]: the defaults of keys without their own;
+         * 0: unlimited (gateway-limits.h). */
+        uint64_t limit_requests_per_minute;
+        uint64_t limit_tokens_per_minute;
+        uint64_t limit_concurrent_streams;
+        uint64_t usage_retention_usec;      /* [Usage] Retention=: usage rows are kept this long; 90 days */
 
         char *mesh_listen;          /* "ADDR:PORT"; NULL: the gateway's mesh address, port 8443 */
+
+        char *metrics_listen;       /* [Metrics] Listen=: "ADDR:PORT"; NULL: no metrics listener */
+        char *metrics_listen_file;  /* …and where it was set, for messages */
+        unsigned metrics_listen_line;
+        bool metrics_allow_remote;  /* [Metrics] AllowRemoteListen=: Listen= may be non-loopback */
+        unsigned metrics_max_series; /* [Metrics] MaxSeries=; 1000 */
 
         bool wg_enabled;            /* configure the hub interface (default true) */
         char *wg_interface;         /* never NULL after loading: default "club0" */

@@ -10,12 +10,15 @@
 #include "cleanup.h"
 #include "config.h"
 #include "gateway.h"
+#include "gateway-accounting.h"
 #include "gateway-api.h"
 #include "gateway-bus.h"
 #include "gateway-heartbeat.h"
 #include "gateway-hub.h"
+#include "gateway-metrics.h"
 #include "gateway-probe.h"
 #include "gateway-register.h"
+#include "http-forward.h"
 #include "http-server.h"
 #include "json-util.h"
 #include "log.h"
@@ -35,7 +38,9 @@ struct Gateway {
         HttpServer *mesh;
         Prober *prober;                 /* GET /healthz through each online provider's tunnel */
         GatewayApi *api;                /* the OpenAI API: /v1/… on the public listener */
+        Accounting *accounting;         /* per-key limits and usage rows: the API's hooks */
         GatewayBus *bus;                /* club.inference.Gateway1, or NULL ([Gateway] DBus=no, no bus) */
+        Metrics *metrics;               /* [Metrics] Listen=: GET /metrics; NULL when off */
         sd_event_source *reap_timer;    /* deletes stale ephemeral providers */
         uint64_t ephemeral_grace_usec;
         uint64_t reap_interval_usec;
@@ -48,9 +53,11 @@ Gateway *gateway_free(Gateway *g) {
         if (!g)
                 return NULL;
         g->bus = gateway_bus_free(g->bus);      /* first: its methods use the store and the hub */
+        g->metrics = metrics_free(g->metrics);  /* its scrapes ask the store and the API */
         g->public = http_server_free(g->public);
         g->mesh = http_server_free(g->mesh);
         g->api = gateway_api_free(g->api);      /* after the public server: its exchanges own requests */
+        g->accounting = accounting_free(g->accounting); /* after the API: its requests' records come here */
         g->prober = prober_free(g->prober);
         g->reap_timer = sd_event_source_disable_unref(g->reap_timer);
         g->store = store_close(g->store);
@@ -155,7 +162,7 @@ static int on_api_admit(const ApiRequestInfo *info, HttpExchange *x, void *userd
         assert(g);
         assert(info);
         assert(x);
-        return 0;
+        return accounting_admit(g->accounting, info, x);
 }
 
 static void on_api_finished(const ApiRequestRecord *record, void *userdata) {
@@ -163,6 +170,54 @@ static void on_api_finished(const ApiRequestRecord *record, void *userdata) {
 
         assert(g);
         assert(record);
+        accounting_finished(g->accounting, record);
+        metrics_observe(g->metrics, record);
+}
+
+static void on_usage_flush(void *userdata) {
+        accounting_flush(userdata);
+}
+
+/* GET /api/v1/usage: a key's owner reads the totals of their keys. */
+static int handle_usage(Gateway *g, HttpExchange *x) {
+        _cleanup_(store_api_key_deinit) StoreApiKey key = {};
+        char id[HTTP_REQUEST_ID_SIZE];
+        int r;
+
+        http_request_id_new(id);
+        r = gateway_api_authenticate(g->api, x, id, &key);
+        if (r != 0)
+                return http_exchange_is_answered(x) ? 0 : r;
+        return accounting_handle_usage(g->accounting, x, id, &key);
+}
+
+static int on_metrics_gauges(MetricsGauges *ret, void *userdata) {
+        Gateway *g = userdata;
+        size_t n = 0;
+
+        ret->requests_in_flight = gateway_api_in_flight(g->api);
+        ret->providers_online = gateway_providers_online(g, &n) >= 0 ? (int64_t) n : -1;
+        return 0;
+}
+
+/* [Metrics] Listen=: the registry and its listener. */
+static int metrics_start(Gateway *g, const GatewayConfig *cfg) {
+        _cleanup_(closep) int fd = -EBADF;
+        int r;
+
+        if (!cfg->metrics_listen)
+                return 0;
+        r = metrics_new(cfg->metrics_max_series, &g->metrics);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the metrics: %m");
+        r = http_listen(cfg->metrics_listen, &fd);
+        if (r < 0)
+                return log_error_errno(r, "Failed to listen on %s (Listen= in [Metrics]): %m", cfg->metrics_listen);
+        r = metrics_serve(g->metrics, g->event, TAKE_FD(fd), on_metrics_gauges, g);
+        if (r < 0)
+                return log_error_errno(r, "Failed to serve the metrics on %s: %m", cfg->metrics_listen);
+        log_info("Serving Prometheus metrics on http://%s" METRICS_PATH ".", cfg->metrics_listen);
+        return 0;
 }
 
 static int on_public_request(HttpExchange *x, void *userdata) {
@@ -180,6 +235,8 @@ static int on_public_request(HttpExchange *x, void *userdata) {
                 };
                 return handle_register(&c, x);
         }
+        if (streq(http_exchange_path(x), ACCOUNTING_USAGE_PATH))
+                return handle_usage(g, x);
         return gateway_api_handle(g->api, x);
 }
 
@@ -319,6 +376,16 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                             }, &g->api);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the OpenAI API: %m");
+        r = accounting_new(event, g->store, &(AccountingOptions) {
+                                   .defaults = {
+                                           .requests_per_minute = cfg->limit_requests_per_minute ?: KEY_LIMIT_UNLIMITED,
+                                           .tokens_per_minute = cfg->limit_tokens_per_minute ?: KEY_LIMIT_UNLIMITED,
+                                           .concurrent_streams = cfg->limit_concurrent_streams ?: KEY_LIMIT_UNLIMITED,
+                                   },
+                                   .retention_usec = cfg->usage_retention_usec,
+                           }, &g->accounting);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up usage accounting and limits: %m");
         gateway_api_set_hooks(g->api, &(GatewayApiHooks) {
                                       .admit = on_api_admit,
                                       .finished = on_api_finished,
@@ -349,6 +416,9 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                             }, on_mesh_request, g, &g->mesh);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the mesh listener on %s: %m", g->mesh_address);
+        r = metrics_start(g, cfg);
+        if (r < 0)
+                return r;
 
         /* Administration: the public API must not depend on it, so no bus is a warning. */
         if (cfg->dbus) {
@@ -365,6 +435,7 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                                           "over D-Bus (club-gatewayctl will not work): %m", GATEWAY_BUS_NAME);
                 else
                         log_debug("Serving %s on the system bus.", GATEWAY_BUS_NAME);
+                gateway_bus_set_usage_flush(g->bus, on_usage_flush, g->accounting);
         }
 
         *ret = TAKE_PTR(g);

@@ -6,14 +6,17 @@
  * listener (socket-activated or opened from Listen=; HTTPS when a certificate is
  * configured) serves the API; the mesh listener serves control traffic from agents over
  * WireGuard. The public side answers GET /healthz, POST /api/v1/agents/register
- * (gateway-register.h) and the OpenAI API under /v1/ (gateway-api.h; 404 for the rest),
+ * (gateway-register.h), the OpenAI API under /v1/ and the capabilities under
+ * /api/v1/capabilities (gateway-api.h; 404 for the rest),
  * and the mesh side POST
  * /api/v1/agents/heartbeat (gateway-heartbeat.h) and 404 for the rest. The WireGuard hub
  * (gateway-hub.h) is converged to the store's peers at start, after each registration and
  * after the gateway deleted providers. Two timers: the probe of each online provider's
  * /healthz through its tunnel (gateway-probe.h), and the reaping of ephemeral providers
  * silent for EphemeralGrace=. With [Gateway] DBus=yes, administration over D-Bus
- * (gateway-bus.h: club.inference.Gateway1), which the HTTP API does not depend on.
+ * (gateway-bus.h: club.inference.Gateway1), which the HTTP API does not depend on. With
+ * [Metrics] Listen=, a third listener serves GET /metrics (gateway-metrics.h), fed by the
+ * API's finished hook.
  */
 
 #include <stdbool.h>

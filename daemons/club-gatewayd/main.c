@@ -204,6 +204,8 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
             !streq_ptr(cfg->mesh_prefix, d->config->mesh_prefix) ||
             !streq_ptr(cfg->public_listen, d->config->public_listen) ||
             !streq_ptr(cfg->mesh_listen, d->config->mesh_listen) ||
+            !streq_ptr(cfg->metrics_listen, d->config->metrics_listen) ||
+            cfg->metrics_max_series != d->config->metrics_max_series ||
             cfg->max_connections != d->config->max_connections ||
             cfg->max_body_size != d->config->max_body_size ||
             cfg->connect_timeout_usec != d->config->connect_timeout_usec ||

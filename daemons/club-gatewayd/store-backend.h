@@ -66,6 +66,8 @@ struct StoreBackend {
         int (*api_key_get)(Store *s, int64_t id, StoreApiKey *ret);
         int (*api_key_list)(Store *s, int64_t user_id, StoreApiKey **ret, size_t *ret_n);
         int (*api_key_revoke)(Store *s, int64_t id, uint64_t now);
+        int (*api_key_get_limits)(Store *s, int64_t id, StoreKeyLimits *ret);
+        int (*api_key_set_limits)(Store *s, int64_t id, const StoreKeyLimits *limits);
 
         int (*enrollment_key_insert)(Store *s, const StoreEnrollmentKey *key, const uint8_t *hash,
                                      int64_t *ret_id);
@@ -96,6 +98,12 @@ struct StoreBackend {
          * deleted in the same transaction if @reap. */
         int (*provider_stale_ephemeral)(Store *s, uint64_t cutoff, bool reap, StoreProvider **ret,
                                         size_t *ret_n);
+
+        /* Usage: all rows in one transaction; prune deletes at most @max rows. */
+        int (*usage_insert)(Store *s, const StoreUsageRecord *l, size_t n);
+        int (*usage_prune)(Store *s, uint64_t before, unsigned max);
+        int (*usage_totals)(Store *s, const StoreUsageFilter *f, uint64_t until, StoreUsageTotal **ret,
+                            size_t *ret_n);
 };
 
 extern const StoreBackend store_backend_sqlite;

@@ -56,6 +56,21 @@ CLUB_DEFINE_CLEANUP_VOID(sqlite3_stmt *, sqlite3_finalize, sqlite3_finalizep);
         "id, user_id, name, prefix, reusable, ephemeral, uses, created_usec, expires_usec, "    \
         "revoked_usec, last_used_usec"
 
+/* Usage summed per group: ?1 user id, ?2 key prefix, ?3 provider id, ?4 model (each NULL
+ * for any), ?5 since, ?6 until, ?7 the most groups. */
+#define USAGE_TOTALS(id, name, join, group)                                                     \
+        "SELECT " id ", " name ", count(*), "                                                   \
+        "sum(u.outcome = 'ok'), sum(u.outcome = 'failed'), sum(u.outcome = 'truncated'), "      \
+        "sum(u.outcome = 'cancelled'), sum(u.prompt_tokens), sum(u.completion_tokens), "        \
+        "sum(u.duration_usec), sum(u.time_to_first_token_usec), "                               \
+        "count(u.time_to_first_token_usec), min(u.started_usec), max(u.started_usec) "          \
+        "FROM usage u " join " "                                                                \
+        "WHERE (?1 IS NULL OR u.user_id = ?1) "                                                 \
+        "AND (?2 IS NULL OR u.key_id IN (SELECT id FROM api_keys WHERE prefix = ?2)) "          \
+        "AND (?3 IS NULL OR u.provider_id = ?3) AND (?4 IS NULL OR u.model = ?4) "              \
+        "AND u.started_usec >= ?5 AND u.started_usec < ?6 "                                     \
+        "GROUP BY " group " ORDER BY " group " LIMIT ?7"
+
 typedef enum Stmt {
         STMT_BEGIN,
         STMT_BEGIN_IMMEDIATE,
@@ -78,6 +93,8 @@ typedef enum Stmt {
         STMT_API_KEY_BY_ID,
         STMT_API_KEY_LIST,
         STMT_API_KEY_REVOKE,
+        STMT_API_KEY_LIMITS,
+        STMT_API_KEY_SET_LIMITS,
 
         STMT_EK_INSERT,
         STMT_EK_BY_PREFIX,
@@ -124,6 +141,13 @@ typedef enum Stmt {
         STMT_PROVIDER_SHARE_TAGS,
         STMT_PROVIDER_SHARE_TAGS_DELETE,
         STMT_PROVIDER_SHARE_TAG_INSERT,
+
+        STMT_USAGE_INSERT,
+        STMT_USAGE_PRUNE,
+        STMT_USAGE_BY_KEY,              /* in the order of StoreUsageGroup */
+        STMT_USAGE_BY_PROVIDER,
+        STMT_USAGE_BY_MODEL,
+        STMT_USAGE_BY_USER,
         _STMT_MAX,
 } Stmt;
 
@@ -155,6 +179,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "SELECT " API_KEY_COLUMNS " FROM api_keys WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id",
         [STMT_API_KEY_REVOKE] =
                 "UPDATE api_keys SET revoked_usec = COALESCE(revoked_usec, ?2) WHERE id = ?1",
+        [STMT_API_KEY_LIMITS] =
+                "SELECT requests_per_minute, tokens_per_minute, concurrent_streams FROM api_keys WHERE id = ?1",
+        [STMT_API_KEY_SET_LIMITS] =
+                "UPDATE api_keys SET requests_per_minute = ?2, tokens_per_minute = ?3, concurrent_streams = ?4 "
+                "WHERE id = ?1",
 
         [STMT_EK_INSERT] =
                 "INSERT INTO enrollment_keys (user_id, name, prefix, hash, reusable, ephemeral, "
@@ -253,6 +282,21 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_PROVIDER_SHARE_TAGS_DELETE] = "DELETE FROM provider_share_tags WHERE provider_id = ?1",
         [STMT_PROVIDER_SHARE_TAG_INSERT] =
                 "INSERT INTO provider_share_tags (provider_id, tag) VALUES (?1, ?2)",
+
+        [STMT_USAGE_INSERT] =
+                "INSERT INTO usage (request_id, started_usec, key_id, user_id, provider_id, model, capability, "
+                "stream, outcome, status, attempts, prompt_tokens, completion_tokens, usage_reported, "
+                "time_to_first_token_usec, duration_usec) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        [STMT_USAGE_PRUNE] =
+                "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE started_usec < ?1 LIMIT ?2)",
+        [STMT_USAGE_BY_KEY] = USAGE_TOTALS("u.key_id", "k.prefix",
+                                           "LEFT JOIN api_keys k ON k.id = u.key_id", "u.key_id"),
+        [STMT_USAGE_BY_PROVIDER] = USAGE_TOTALS("COALESCE(u.provider_id, 0)", "p.name",
+                                                "LEFT JOIN providers p ON p.id = u.provider_id", "u.provider_id"),
+        [STMT_USAGE_BY_MODEL] = USAGE_TOTALS("0", "u.model", "", "u.model"),
+        [STMT_USAGE_BY_USER] = USAGE_TOTALS("u.user_id", "us.name",
+                                            "LEFT JOIN users us ON us.id = u.user_id", "u.user_id"),
 };
 
 /* A set of strings attached to a row: how to read, clear and add to it. */
@@ -1884,6 +1928,150 @@ static int sqlite_provider_stale_ephemeral(Store *s, uint64_t cutoff, bool reap,
         return 0;
 }
 
+/* ---- per-key limits and usage ------------------------------------------------------------ */
+
+/* A limit column: NULL is the default. */
+static int64_t col_limit(sqlite3_stmt *st, int i) {
+        return sqlite3_column_type(st, i) == SQLITE_NULL ? STORE_LIMIT_DEFAULT : sqlite3_column_int64(st, i);
+}
+
+static int bind_limit(sqlite3_stmt *st, int idx, int64_t v) {
+        return v == STORE_LIMIT_DEFAULT ? sqlite3_bind_null(st, idx) : sqlite3_bind_int64(st, idx, v);
+}
+
+static int sqlite_api_key_get_limits(Store *s, int64_t id, StoreKeyLimits *ret) {
+        SqliteStore *d = s->data;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(d, STMT_API_KEY_LIMITS, &st);
+        if (r >= 0)
+                r = bind_args(d, st, "i", id);
+        if (r >= 0)
+                r = stmt_step(d, st);
+        if (r == 0)
+                return -ENOENT;
+        if (r < 0)
+                return r;
+        *ret = (StoreKeyLimits) {
+                .requests_per_minute = col_limit(st, 0),
+                .tokens_per_minute = col_limit(st, 1),
+                .concurrent_streams = col_limit(st, 2),
+        };
+        return 0;
+}
+
+static int sqlite_api_key_set_limits(Store *s, int64_t id, const StoreKeyLimits *l) {
+        SqliteStore *d = s->data;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = stmt_get(d, STMT_API_KEY_SET_LIMITS, &st);
+        if (r >= 0)
+                r = bind_args(d, st, "i", id);
+        if (r < 0)
+                return r;
+        rc = bind_limit(st, 2, l->requests_per_minute);
+        if (rc == SQLITE_OK)
+                rc = bind_limit(st, 3, l->tokens_per_minute);
+        if (rc == SQLITE_OK)
+                rc = bind_limit(st, 4, l->concurrent_streams);
+        if (rc != SQLITE_OK)
+                return db_error(d, rc, "bind");
+        r = stmt_exec(d, st);
+        return r < 0 ? r : r == 0 ? -ENOENT : 0;
+}
+
+static int usage_insert_one(SqliteStore *d, const StoreUsageRecord *u) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(d, STMT_USAGE_INSERT, &st);
+        if (r >= 0)
+                r = bind_args(d, st, "tiiiItBBtiiiiBui", u->request_id, (int64_t) u->started_usec, u->key_id,
+                              u->user_id, u->provider_id, u->model, (int) u->capability, (int) u->stream, u->outcome,
+                              (int64_t) u->status, (int64_t) u->attempts, (int64_t) u->prompt_tokens,
+                              (int64_t) u->completion_tokens, (int) u->usage_reported, u->time_to_first_token_usec,
+                              (int64_t) u->duration_usec);
+        if (r >= 0)
+                r = stmt_exec(d, st);
+        return r;
+}
+
+static int sqlite_usage_insert(Store *s, const StoreUsageRecord *l, size_t n) {
+        SqliteStore *d = s->data;
+        int r;
+
+        r = tx_begin(d, true);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = usage_insert_one(d, &l[i]);
+        return tx_end(d, r < 0 ? r : 0);
+}
+
+static int sqlite_usage_prune(Store *s, uint64_t before, unsigned max) {
+        SqliteStore *d = s->data;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(d, STMT_USAGE_PRUNE, &st);
+        if (r >= 0)
+                r = bind_args(d, st, "ii", (int64_t) before, (int64_t) max);
+        if (r >= 0)
+                r = stmt_exec(d, st);
+        return r;
+}
+
+static int sqlite_usage_totals(Store *s, const StoreUsageFilter *f, uint64_t until, StoreUsageTotal **ret,
+                               size_t *ret_n) {
+        SqliteStore *d = s->data;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        StoreUsageTotal *l = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        r = stmt_get(d, STMT_USAGE_BY_KEY + f->group, &st);
+        if (r >= 0)
+                r = bind_args(d, st, "ItIti" "ii", f->user_id, f->key_prefix, f->provider_id, f->model,
+                              (int64_t) f->since_usec, (int64_t) until, (int64_t) STORE_USAGE_GROUPS_MAX);
+        while (r >= 0 && (r = stmt_step(d, st)) > 0) {
+                StoreUsageTotal *t;
+
+                r = store_array_grow((void **) &l, &allocated, n + 1, sizeof *l);
+                if (r < 0)
+                        break;
+                t = &l[n];
+                *t = (StoreUsageTotal) {
+                        .id = sqlite3_column_int64(st, 0),
+                        .requests = col_usec(st, 2),
+                        .ok = col_usec(st, 3),
+                        .failed = col_usec(st, 4),
+                        .truncated = col_usec(st, 5),
+                        .cancelled = col_usec(st, 6),
+                        .prompt_tokens = col_usec(st, 7),
+                        .completion_tokens = col_usec(st, 8),
+                        .duration_usec = col_usec(st, 9),
+                        .time_to_first_token_usec = col_usec(st, 10),
+                        .first_token_requests = col_usec(st, 11),
+                        .first_usec = col_usec(st, 12),
+                        .last_usec = col_usec(st, 13),
+                };
+                t->other = t->requests - MIN(t->requests, t->ok + t->failed + t->truncated + t->cancelled);
+                r = col_strdup(st, 1, &t->name);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r < 0) {
+                store_usage_totals_free(l, n);
+                return r;
+        }
+        *ret = l;
+        *ret_n = n;
+        return 0;
+}
+
 const StoreBackend store_backend_sqlite = {
         .name = "sqlite",
         .open = sqlite_open,
@@ -1903,6 +2091,8 @@ const StoreBackend store_backend_sqlite = {
         .api_key_get = sqlite_api_key_get,
         .api_key_list = sqlite_api_key_list,
         .api_key_revoke = sqlite_api_key_revoke,
+        .api_key_get_limits = sqlite_api_key_get_limits,
+        .api_key_set_limits = sqlite_api_key_set_limits,
 
         .enrollment_key_insert = sqlite_ek_insert,
         .enrollment_key_consume = sqlite_ek_consume,
@@ -1922,4 +2112,8 @@ const StoreBackend store_backend_sqlite = {
         .provider_heartbeat = sqlite_provider_heartbeat,
         .provider_peers = sqlite_provider_peers,
         .provider_stale_ephemeral = sqlite_provider_stale_ephemeral,
+
+        .usage_insert = sqlite_usage_insert,
+        .usage_prune = sqlite_usage_prune,
+        .usage_totals = sqlite_usage_totals,
 };

@@ -862,6 +862,10 @@ static void providers_finish(const Store *s, StoreProvider *l, size_t n) {
                 provider_finish(s, &l[i], now);
 }
 
+bool store_capability_name_is_valid(const char *name) {
+        return tag_is_valid(name);
+}
+
 int store_provider_list(Store *s, const StoreProviderFilter *filter, StoreProvider **ret, size_t *ret_n) {
         static const StoreProviderFilter all = {};
         StoreProvider *l = NULL;
@@ -1030,4 +1034,90 @@ int store_provider_list_stale_ephemeral(Store *s, uint64_t grace_usec, StoreProv
 
 int store_provider_reap_ephemeral(Store *s, uint64_t grace_usec, StoreProvider **ret, size_t *ret_n) {
         return stale_ephemeral(s, grace_usec, true, ret, ret_n);
+}
+
+/* ---- per-key limits ---------------------------------------------------------------------- */
+
+static bool key_limit_is_valid(int64_t v) {
+        return v == STORE_LIMIT_DEFAULT || v == STORE_LIMIT_UNLIMITED || (v >= 0 && v <= STORE_LIMIT_MAX);
+}
+
+int store_api_key_get_limits(Store *s, int64_t id, StoreKeyLimits *ret) {
+        assert(s && ret);
+        if (id <= 0)
+                return -ENOENT;
+        return s->backend->api_key_get_limits(s, id, ret);
+}
+
+int store_api_key_set_limits(Store *s, int64_t id, const StoreKeyLimits *limits) {
+        assert(s && limits);
+        if (!key_limit_is_valid(limits->requests_per_minute) || !key_limit_is_valid(limits->tokens_per_minute) ||
+            !key_limit_is_valid(limits->concurrent_streams))
+                return -EINVAL;
+        if (id <= 0)
+                return -ENOENT;
+        return s->backend->api_key_set_limits(s, id, limits);
+}
+
+/* ---- usage -------------------------------------------------------------------------------- */
+
+static const char *const usage_group_table[_STORE_USAGE_GROUP_MAX] = {
+        [STORE_USAGE_BY_KEY] = "key",
+        [STORE_USAGE_BY_PROVIDER] = "provider",
+        [STORE_USAGE_BY_MODEL] = "model",
+        [STORE_USAGE_BY_USER] = "user",
+};
+
+const char *store_usage_group_to_string(StoreUsageGroup g) {
+        return g >= 0 && g < _STORE_USAGE_GROUP_MAX ? usage_group_table[g] : NULL;
+}
+
+StoreUsageGroup store_usage_group_from_string(const char *s) {
+        for (int i = 0; s && i < _STORE_USAGE_GROUP_MAX; i++)
+                if (streq(s, usage_group_table[i]))
+                        return (StoreUsageGroup) i;
+        return _STORE_USAGE_GROUP_INVALID;
+}
+
+static bool usage_record_is_valid(const StoreUsageRecord *u) {
+        return u->key_id > 0 && u->user_id > 0 && u->provider_id >= 0 && u->model && !isempty(u->model) &&
+                strlen(u->model) <= STORE_MODEL_NAME_MAX && u->outcome && u->status <= 999 &&
+                u->started_usec <= INT64_MAX && u->prompt_tokens <= INT64_MAX && u->completion_tokens <= INT64_MAX &&
+                u->time_to_first_token_usec <= INT64_MAX && u->duration_usec <= INT64_MAX;
+}
+
+int store_usage_insert(Store *s, const StoreUsageRecord *l, size_t n) {
+        assert(s && (l || n == 0));
+        if (n == 0)
+                return 0;
+        if (n > STORE_USAGE_BATCH_MAX)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (!usage_record_is_valid(&l[i]))
+                        return -EINVAL;
+        return s->backend->usage_insert(s, l, n);
+}
+
+int store_usage_prune(Store *s, uint64_t before, unsigned max) {
+        assert(s);
+        if (before > INT64_MAX || max == 0)
+                return -EINVAL;
+        return s->backend->usage_prune(s, before, max);
+}
+
+void store_usage_totals_free(StoreUsageTotal *l, size_t n) {
+        for (size_t i = 0; l && i < n; i++)
+                free(l[i].name);
+        free(l);
+}
+
+int store_usage_totals(Store *s, const StoreUsageFilter *f, StoreUsageTotal **ret, size_t *ret_n) {
+        assert(s && f && ret && ret_n);
+        if (f->group < 0 || f->group >= _STORE_USAGE_GROUP_MAX || f->user_id < 0 || f->provider_id < 0 ||
+            f->since_usec > INT64_MAX || f->until_usec > INT64_MAX ||
+            (f->until_usec > 0 && f->until_usec <= f->since_usec) ||
+            (f->key_prefix && !key_prefix_is_valid(f->key_prefix)) ||
+            (f->model && (isempty(f->model) || strlen(f->model) > STORE_MODEL_NAME_MAX)))
+                return -EINVAL;
+        return s->backend->usage_totals(s, f, f->until_usec > 0 ? f->until_usec : (uint64_t) INT64_MAX, ret, ret_n);
 }

@@ -250,6 +250,22 @@ int store_api_key_list(Store *s, int64_t user_id, StoreApiKey **ret, size_t *ret
 /* Revoke: the key stays listed, and is refused from now on. -ENOENT; 0 if already revoked. */
 int store_api_key_revoke(Store *s, int64_t id);
 
+/* A key's own limits of the OpenAI API (docs/club-gatewayd.md, "Usage and limits"). */
+#define STORE_LIMIT_DEFAULT (-2)        /* the gateway's [Limits] default */
+#define STORE_LIMIT_UNLIMITED (-1)
+#define STORE_LIMIT_MAX ((int64_t) 1000000000000) /* 10^12 */
+
+typedef struct StoreKeyLimits {
+        int64_t requests_per_minute;    /* STORE_LIMIT_DEFAULT, _UNLIMITED, or 0…STORE_LIMIT_MAX */
+        int64_t tokens_per_minute;
+        int64_t concurrent_streams;
+} StoreKeyLimits;
+
+/* A key's limits: 0 or -ENOENT. */
+int store_api_key_get_limits(Store *s, int64_t id, StoreKeyLimits *ret);
+/* Set all three: 0, -EINVAL (a value out of range), -ENOENT. */
+int store_api_key_set_limits(Store *s, int64_t id, const StoreKeyLimits *limits);
+
 /* ---- enrollment keys -------------------------------------------------------------------- */
 
 typedef enum StoreEnrollmentFlags {
@@ -445,6 +461,10 @@ typedef struct StoreProviderFilter {
         bool online_only;               /* StoreProvider.online */
 } StoreProviderFilter;
 
+/* Whether @name is a valid capability name (1–64 of [A-Za-z0-9._:-], starting alphanumeric),
+ * as heartbeats and StoreProviderFilter.capability take it. */
+bool store_capability_name_is_valid(const char *name);
+
 /* Providers matching every condition set in @filter (NULL: all), by id; free with
  * store_providers_free(). usable_by + model + online_only is the routing question. */
 int store_provider_list(Store *s, const StoreProviderFilter *filter, StoreProvider **ret, size_t *ret_n);
@@ -525,3 +545,100 @@ int store_provider_list_stale_ephemeral(Store *s, uint64_t grace_usec, StoreProv
  * between is not deleted. @ret receives the deleted providers (for removing their peers).
  */
 int store_provider_reap_ephemeral(Store *s, uint64_t grace_usec, StoreProvider **ret, size_t *ret_n);
+
+/* ---- usage ------------------------------------------------------------------------------- */
+
+/* Rows one store_usage_insert() takes; groups store_usage_totals() returns at most. */
+#define STORE_USAGE_BATCH_MAX 1024U
+#define STORE_USAGE_GROUPS_MAX 10000U
+#define STORE_USAGE_REQUEST_ID_MAX 64U
+
+/* One forwarded request, as recorded (docs/store.md, table usage). */
+typedef struct StoreUsageRecord {
+        char request_id[STORE_USAGE_REQUEST_ID_MAX + 1];
+        uint64_t started_usec;          /* CLOCK_REALTIME */
+        int64_t key_id;
+        int64_t user_id;
+        int64_t provider_id;            /* 0: none was tried */
+        char *model;                    /* or the capability's name */
+        bool capability;
+        bool stream;
+        const char *outcome;            /* api_outcome_to_string(): "ok", "failed", … (static) */
+        unsigned status;
+        unsigned attempts;
+        uint64_t prompt_tokens;
+        uint64_t completion_tokens;
+        bool usage_reported;
+        uint64_t time_to_first_token_usec; /* 0: no byte of an answer */
+        uint64_t duration_usec;
+} StoreUsageRecord;
+
+/**
+ * store_usage_insert() - record requests
+ * @s: the store
+ * @l: the records (1 to STORE_USAGE_BATCH_MAX)
+ * @n: their number
+ *
+ * One transaction for all of them.
+ *
+ * Return: 0, -EINVAL (a bad record), or a database error (nothing was written).
+ */
+int store_usage_insert(Store *s, const StoreUsageRecord *l, size_t n);
+
+/**
+ * store_usage_prune() - delete old usage
+ * @s:      the store
+ * @before: rows of requests started before this (CLOCK_REALTIME µs) go
+ * @max:    at most this many rows in one call (the caller repeats while it gets @max)
+ *
+ * Return: the number of rows deleted, or a negative errno.
+ */
+int store_usage_prune(Store *s, uint64_t before, unsigned max);
+
+typedef enum StoreUsageGroup {
+        STORE_USAGE_BY_KEY,
+        STORE_USAGE_BY_PROVIDER,
+        STORE_USAGE_BY_MODEL,
+        STORE_USAGE_BY_USER,
+        _STORE_USAGE_GROUP_MAX,
+        _STORE_USAGE_GROUP_INVALID = -EINVAL,
+} StoreUsageGroup;
+
+const char *store_usage_group_to_string(StoreUsageGroup g);
+StoreUsageGroup store_usage_group_from_string(const char *s);
+
+typedef struct StoreUsageFilter {
+        int64_t user_id;                /* 0: everybody's */
+        const char *key_prefix;         /* the 8 characters after "ic-"; NULL: every key */
+        int64_t provider_id;            /* 0: every provider */
+        const char *model;              /* NULL: every model */
+        uint64_t since_usec;            /* started at or after; 0: from the start */
+        uint64_t until_usec;            /* started before; 0: until now */
+        StoreUsageGroup group;
+} StoreUsageFilter;
+
+typedef struct StoreUsageTotal {
+        int64_t id;                     /* the key's, provider's or user's id; 0 by model (or no provider) */
+        char *name;                     /* key prefix, provider name, model, user name; NULL if deleted */
+        uint64_t requests;
+        uint64_t ok, failed, truncated, cancelled;
+        uint64_t other;                 /* refused, unavailable, model_not_found, provider_error */
+        uint64_t prompt_tokens;
+        uint64_t completion_tokens;
+        uint64_t duration_usec;         /* summed */
+        uint64_t time_to_first_token_usec; /* summed over the requests that got a first byte */
+        uint64_t first_token_requests;  /* …their number */
+        uint64_t first_usec, last_usec; /* the first and last request's start */
+} StoreUsageTotal;
+
+void store_usage_totals_free(StoreUsageTotal *l, size_t n);
+
+/**
+ * store_usage_totals() - usage summed per key, provider, model or user
+ * @s:      the store
+ * @filter: which requests, and how to group them
+ * @ret, @ret_n: the groups, ordered by id (by name for models), at most STORE_USAGE_GROUPS_MAX
+ *
+ * Return: 0, -EINVAL, or a database error.
+ */
+int store_usage_totals(Store *s, const StoreUsageFilter *filter, StoreUsageTotal **ret, size_t *ret_n);

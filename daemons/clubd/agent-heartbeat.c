@@ -155,13 +155,16 @@ static uint64_t random_u64(void) {
         return v;
 }
 
-/* The interval with ±10 % jitter. */
-static uint64_t jittered(uint64_t usec) {
+uint64_t agent_heartbeat_jitter(uint64_t usec, uint64_t random) {
         uint64_t spread = usec / 5;
 
         if (spread == 0)
                 return usec;
-        return usec - usec / 10 + random_u64() % (spread + 1);
+        return usec - usec / 10 + random % (spread + 1);
+}
+
+uint64_t agent_heartbeat_backoff(uint64_t prev, uint64_t interval) {
+        return prev == 0 ? MIN(BACKOFF_FIRST_USEC, interval) : MIN(prev * 2, interval);
 }
 
 static void heartbeat_schedule(AgentHeartbeat *h, uint64_t delay_usec) {
@@ -216,12 +219,18 @@ static void on_hb_done(HttpRequest *req, int error, void *userdata) {
                 o = agent_heartbeat_classify(http_request_status(req), h->answer, h->answer_len, &interval, &detail);
         heartbeat_request_end(h);
 
-        if (o == AGENT_HEARTBEAT_ONLINE || o == AGENT_HEARTBEAT_NOT_ONLINE) {
+        if (o == AGENT_HEARTBEAT_ONLINE) {
                 h->interval_usec = interval * USEC_PER_SEC;
                 h->backoff_usec = 0;
-                heartbeat_schedule(h, h->kicked ? 0 : jittered(h->interval_usec));
+                heartbeat_schedule(h, h->kicked ? 0 : agent_heartbeat_jitter(h->interval_usec, random_u64()));
+        } else if (o == AGENT_HEARTBEAT_NOT_ONLINE) {
+                /* Acknowledged, but not routed here (a failed probe, draining, disabled): ask
+                 * again soon, backing off, so that a recovery is known within seconds. */
+                h->interval_usec = interval * USEC_PER_SEC;
+                h->backoff_usec = agent_heartbeat_backoff(h->backoff_usec, h->interval_usec);
+                heartbeat_schedule(h, h->kicked ? 0 : h->backoff_usec);
         } else if (o == AGENT_HEARTBEAT_FAILED) {
-                h->backoff_usec = h->backoff_usec == 0 ? BACKOFF_FIRST_USEC : MIN(h->backoff_usec * 2, h->interval_usec);
+                h->backoff_usec = agent_heartbeat_backoff(h->backoff_usec, h->interval_usec);
                 heartbeat_schedule(h, h->backoff_usec);
         } else
                 (void) sd_event_source_set_enabled(h->timer, SD_EVENT_OFF);
@@ -277,7 +286,7 @@ static int on_hb_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         r = heartbeat_send(h);
         if (r < 0) {
                 log_warning_errno(r, "Failed to send a heartbeat, retrying: %m");
-                h->backoff_usec = h->backoff_usec == 0 ? BACKOFF_FIRST_USEC : MIN(h->backoff_usec * 2, h->interval_usec);
+                h->backoff_usec = agent_heartbeat_backoff(h->backoff_usec, h->interval_usec);
                 heartbeat_schedule(h, h->backoff_usec);
         }
         return 0;

@@ -73,6 +73,24 @@ typedef enum AgentHeartbeatOutcome {
 AgentHeartbeatOutcome agent_heartbeat_classify(unsigned status, const char *body, size_t len,
                                                uint64_t *ret_interval, char **ret_detail);
 
+/**
+ * agent_heartbeat_jitter() - a heartbeat interval with ±10 % jitter
+ * @usec:   the interval
+ * @random: a random number
+ *
+ * Return: a value in [@usec - @usec/10, @usec - @usec/10 + @usec/5], picked by @random.
+ */
+uint64_t agent_heartbeat_jitter(uint64_t usec, uint64_t random);
+
+/**
+ * agent_heartbeat_backoff() - the wait before retrying a failed heartbeat
+ * @prev:     the previous wait, 0 after a success
+ * @interval: the heartbeat interval, the cap
+ *
+ * Return: 1 s after a success, then twice the previous wait, at most @interval.
+ */
+uint64_t agent_heartbeat_backoff(uint64_t prev, uint64_t interval);
+
 typedef struct AgentHeartbeat AgentHeartbeat;
 
 /* Fill @ret with the current state for the next heartbeat. */

@@ -335,12 +335,18 @@ static void agent_heartbeat_result(AgentHeartbeat *h, AgentHeartbeatOutcome o, c
                         agent_set_statef(a, AGENT_OFFLINE, "No heartbeat got through: %s. Retrying.",
                                          detail ?: "the gateway could not be reached");
                 break;
-        case AGENT_HEARTBEAT_FORGOTTEN:
+        case AGENT_HEARTBEAT_FORGOTTEN: {
+                /* The gateway's message ends a sentence of its own: no ".." before the hint. */
+                size_t n = strlen(strempty(detail));
+
+                while (n > 0 && detail[n - 1] == '.')
+                        n--;
                 a->heartbeat = agent_heartbeat_free(a->heartbeat);
                 agent_set_statef(a, AGENT_ERROR,
-                                 "The gateway no longer knows this machine (provider %" PRId64 ")%s%s. " REREGISTER_HINT,
-                                 a->saved->provider_id, detail ? ": " : "", strempty(detail));
+                                 "The gateway no longer knows this machine (provider %" PRId64 ")%s%.*s. " REREGISTER_HINT,
+                                 a->saved->provider_id, n > 0 ? ": " : "", (int) n, strempty(detail));
                 break;
+        }
         default:
                 break;
         }

@@ -168,7 +168,7 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
                                          "The gateway URL must be https://HOST[:PORT][/PATH] (or http://…), without query.");
         if (!isempty(name) && !clubd_name_valid(name, false))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
-                                        "A name is 1 to 64 of letters, digits, '-', '_' and '.'.");
+                                        "A name is 1 to 64 of letters, digits, '-', '_' and '.', starting with a letter or digit.");
 
         r = polkit_check_async(m, ACTION_REGISTER, &b->polkit, error);
         if (r < 0)

@@ -63,26 +63,13 @@ bool clubd_name_valid(const char *s, bool allow_colon) {
         if (!s)
                 return false;
         n = strlen(s);
-        if (n < 1 || n > 64)
+        if (n < 1 || n > 64 || !strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", s[0]))
                 return false;
         for (const char *p = s; *p; p++)
                 if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", *p) &&
                     !(allow_colon && *p == ':'))
                         return false;
         return true;
-}
-
-bool sockaddr_is_loopback(const struct sockaddr *sa) {
-        if (sa->sa_family == AF_INET)
-                return (ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr) >> 24) == 127;
-        if (sa->sa_family == AF_INET6) {
-                const struct in6_addr *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
-
-                if (IN6_IS_ADDR_LOOPBACK(a))
-                        return true;
-                return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
-        }
-        return false;
 }
 
 static UpstreamConfig *current_upstream(ClubdConfig *c) {
@@ -237,7 +224,7 @@ static int parse_capability(const ConfigContext *ctx, const char *key, const cha
                 return -EINVAL;
         if (streq(key, "Name")) {
                 if (!clubd_name_valid(value, true)) {
-                        config_set_reason(ctx, "a capability name is 1 to 64 of letters, digits, '-', '_', '.' and ':'");
+                        config_set_reason(ctx, "a capability name is 1 to 64 of letters, digits, '-', '_', '.' and ':', starting with a letter or digit");
                         return -EINVAL;
                 }
                 return free_and_strdup(&cap->name, value);
@@ -294,7 +281,7 @@ static CONFIG_PARSER_PROTOTYPE(parse_agent_name) {
                 return 0;
         }
         if (!clubd_name_valid(value, false)) {
-                config_set_reason(ctx, "a name is 1 to 64 of letters, digits, '-', '_' and '.'");
+                config_set_reason(ctx, "a name is 1 to 64 of letters, digits, '-', '_' and '.', starting with a letter or digit");
                 return -EINVAL;
         }
         return free_and_strdup(p, value);

@@ -90,11 +90,10 @@ const char *upstream_kind_to_string(UpstreamKind k);
 UpstreamKind upstream_kind_from_string(const char *s);
 
 /* Whether a name is a valid capability or agent name: 1–64 characters of A-Z a-z 0-9 . _ -
- * (capabilities also allow ':'). */
+ * (capabilities also allow ':'), the first a letter or digit — the gateway's store accepts
+ * exactly these (docs/store.md), so a name clubd takes is never refused at registration or
+ * in a heartbeat. */
 bool clubd_name_valid(const char *s, bool allow_colon);
-
-/* Whether a socket address is loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). */
-bool sockaddr_is_loopback(const struct sockaddr *sa);
 
 /* Split a base URL into what precedes "/v1" so paths join without doubling it. */
 int upstream_url_join(const char *base, const char *path_and_query, char **ret);

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # clubd-netns.sh — sourced by the agent's D-Bus tests (test-clubd-bus.sh,
-# test-clubctl-register.sh): clubd on a private system bus, in an "agent" network namespace
-# with its own wireguard-go, and a real club-gatewayd with its wireguard-go hub in a "vps"
-# namespace, joined by a veth. It combines private-bus.sh (the bus, polkitd, users) and
-# gatewayd-netns.sh (the namespaces, the hub); the test script does, in this order:
+# test-clubctl-register.sh) and by bench/two-hop.sh: clubd on a private system bus, in an
+# "agent" network namespace with its own wireguard-go, and a real club-gatewayd with its
+# wireguard-go hub in a "vps" namespace, joined by a veth. It combines private-bus.sh (the
+# bus, polkitd, users) and gatewayd-netns.sh (the namespaces, the hub); the test script does,
+# in this order:
 #
 #   TEST=…                                      a name for the temporary directories
 #   NAMES=xy                                    unique two letters: namespaces clubxyv$ID

@@ -14,10 +14,15 @@
  *   gatewayd-admin-helper DB share PROVIDER-ID private|everyone
  *           Sets who besides its owner may use the provider (test-gatewayd-api.sh).
  *
+ *   gatewayd-admin-helper DB limits USER RPM TPM STREAMS
+ *           Makes an inference key for USER with these limits (-2 the gateway's default,
+ *           -1 unlimited, N) and prints "ID SECRET" (test-gatewayd-usage.sh).
+ *
  * The secrets go to stdout only because a test needs them. Exit status 0, or 1.
  */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -72,6 +77,31 @@ static int do_share(const char *db, const char *id, const char *mode) {
         return 0;
 }
 
+static int do_limits(char *argv[]) {
+        _cleanup_(store_closep) Store *s = NULL;
+        _cleanup_(store_user_deinit) StoreUser u = {};
+        _cleanup_(store_api_key_deinit) StoreApiKey k = {};
+        _cleanup_(erase_and_freep) char *secret = NULL;
+        StoreKeyLimits l = {
+                .requests_per_minute = strtoll(argv[4], NULL, 10),
+                .tokens_per_minute = strtoll(argv[5], NULL, 10),
+                .concurrent_streams = strtoll(argv[6], NULL, 10),
+        };
+        int r;
+
+        r = store_open(argv[1], NULL, &s);
+        if (r >= 0)
+                r = store_user_get_by_name(s, argv[3], &u);
+        if (r >= 0)
+                r = store_api_key_create(s, u.id, NULL, STORE_SCOPE_INFERENCE, USEC_INFINITY, &k, &secret);
+        if (r >= 0)
+                r = store_api_key_set_limits(s, k.id, &l);
+        if (r < 0)
+                return log_error_errno(r, "Failed to make a key with limits for %s: %m", argv[3]), 1;
+        printf("%" PRId64 " %s\n", k.id, secret);
+        return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char *argv[]) {
         _cleanup_(store_closep) Store *s = NULL;
         int64_t alice, bob;
@@ -79,6 +109,8 @@ int main(int argc, char *argv[]) {
 
         if (argc == 5 && streq(argv[2], "share"))
                 return do_share(argv[1], argv[3], argv[4]);
+        if (argc == 7 && streq(argv[2], "limits"))
+                return do_limits(argv);
         if (argc != 2) {
                 fprintf(stderr, "usage: %s DB\n", argv[0]);
                 return 1;

@@ -6,7 +6,8 @@
 # The caller sets before sourcing: TEST (a name for the temporary directory), ID (unique, e.g.
 # $$), NS and NSA (the namespaces), IF and AIF (hub and agent interfaces, ≤ 15 characters:
 # /run/wireguard is shared by all namespaces). It gets: $tmp, $PY, $RUNDIR, skip, ok, fail,
-# check, in_ns, in_agent, wait_for, netns_setup UNDERLAY-PREFIX, start_agent_wg; and the pid
+# check, in_ns, in_agent, wait_for, netns_setup UNDERLAY-PREFIX, start_agent_wg, make_cert
+# (a throwaway CA and a certificate, with openssl); and the pid
 # variables wgpid (hub), awgpid (agent), gwpid and srvpid, which cleanup stops on exit.
 # Tests with more namespaces use netns_add NAME UNDERLAY-PREFIX (another namespace joined to
 # "vps" by its own veth) and extra_pid PID / extra_sock IFNAME for what cleanup must stop.
@@ -100,6 +101,18 @@ start_agent_wg() {
         awgpid=$!
         wait_for 5 test -S "$RUNDIR/$AIF.sock" || { fail "wireguard-go did not start for the agent"; cat "$tmp/agent-wg.log"; exit 1; }
 }
+
+# make_cert DIR SUBJECT-ALT-NAME (e.g. IP:10.84.0.1, DNS:gw.test): a throwaway CA in
+# DIR/ca.crt and a certificate it signed for that name in DIR/server.crt, key DIR/server.key.
+make_cert() {
+        local d=$1
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=club test CA" \
+                -keyout "$d/ca.key" -out "$d/ca.crt" &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=club test server" \
+                -keyout "$d/server.key" -out "$d/server.csr" &&
+        openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -set_serial 0x4242 -days 1 \
+                -extfile <(echo "subjectAltName=$2") -out "$d/server.crt"
+} 2>>"$tmp/openssl.log" >/dev/null
 
 extra_pid() { extra_pids+=("$1"); }
 extra_sock() { extra_socks+=("$1"); }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# test-clubctl-register.sh CLUBD CLUBCTL CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER CLUB-TEST-UPSTREAM
+# test-clubctl-register.sh CLUBD CLUBCTL CLUB-GATEWAYD GATEWAYD-ADMIN-HELPER CLUB-TEST-UPSTREAM CLUB-HEARTBEAT-HELPER
 #
 # `clubctl register` end to end, as root: clubd on a private system bus (private-bus.sh;
 # root needs no polkit) in an "agent" network namespace with its own wireguard-go, a real
@@ -19,24 +19,56 @@
 #    heartbeats make it online at the gateway (/healthz providers_online 1) and in
 #    `clubctl status` (online, mesh address, gateway, heartbeat "…s ago" or "just now", the upstream's
 #    models, the upstream healthy) and `clubctl models` (--json too);
+#  - a completion end to end: from a "client" namespace, curl with alice's inference key to
+#    the gateway's public listener, streamed (SSE events, [DONE]) and not, answered by this
+#    agent's club-test-upstream (its name in the answer, its request count); an unsigned
+#    request from the gateway's namespace to the mesh listener: 401 missing_signature;
 #  - registering again with the key on standard input (--key -) keeps provider and
 #    address and rotates the hub's peer key; on a terminal (pty-run.py) the key is asked
 #    for without echo, and unregister asks first (answered no: nothing changes);
 #  - `clubctl drain` → the gateway no longer counts it online; `resume` → online again;
+#  - clubd restarted: online again from the saved state (no key), and serves a completion;
+#  - the model list on its timer (ModelRefreshInterval=1s): the upstream stopped keeps its
+#    models across a failed listing, then loses them (clubctl models, the gateway's
+#    /v1/models); back with another list, both show it;
+#  - the provider deleted from the gateway's store: the next heartbeat makes it `error`,
+#    `clubctl status` says to register again; registering again makes it online;
 #  - `clubctl unregister --yes` → unregistered, the spoke's address and peer are gone, and
 #    drain says not registered (exit 7);
+#  - HTTPS: the gateway restarted with a certificate from a throwaway CA (openssl) —
+#    register without the CA: exit 6, the certificate did not verify; with [Agent] CAFile=
+#    and `clubctl reload`: registered over https://, online;
 #  - no key ever appears in clubd's log or in clubctl's output.
 # Prints "ok - …" / "FAIL - …"; exits 0, 1, or 77 (skip) when not root or a prerequisite
 # is missing, unless CLUB_TEST_STRICT=1. Everything made here is removed on exit.
 set -u
 
 TEST=test-clubctl-register
-NAMES=ck                # namespaces clubckv$ID, clubcka$ID; interfaces ckh$ID, cka$ID
-REQUIRE=()
+NAMES=ck                # namespaces clubckv$ID, clubcka$ID, clubckc$ID; interfaces ckh$ID, cka$ID
+REQUIRE=(openssl)
 . "$(dirname "$0")/clubd-netns.sh"
 
+[ -n "$HB" ] || { echo "FAIL - the sixth argument, CLUB-HEARTBEAT-HELPER, is missing"; exit 1; }
 pb_start_bus "$SRC/dbus/club.inference.Agent1.conf"
 clubd_netns_setup 10.84.0
+# A client namespace joined to the gateway's by a veth (10.84.1.2 → 10.84.1.1).
+NSC=club${NAMES}c$ID
+netns_add "$NSC" 10.84.1
+ip -n "$NSC" route add 10.84.0.0/24 via 10.84.1.1
+UPORT=$(sed -n 's/^PORT=//p' "$tmp/upstream.out")
+sed -i 's/^\[Proxy\]$/&\nModelRefreshInterval=1s/' "$tmp/clubd.conf"     # the model timer, fast
+upstream_requests() {
+        in_agent curl -s -m 5 "http://127.0.0.1:$UPORT/_test/stats" |
+                /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])' 2>/dev/null
+}
+# complete STREAM: a chat completion from the client namespace through the gateway's public
+# listener with alice's inference key; the answer in $tmp/chat, the status in $code.
+complete() {
+        code=$(ip netns exec "$NSC" curl -sN -m 20 -o "$tmp/chat" -w '%{http_code}' \
+                -H "Authorization: Bearer $(key inference)" -H 'Content-Type: application/json' \
+                -d "{\"model\":\"club-test-a\",\"stream\":$1,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}" \
+                "$GWURL/v1/chat/completions")
+}
 for k in agent inference revoked; do
         (umask 077; key "$k" >"$tmp/$k.key")
 done
@@ -134,6 +166,21 @@ expect "clubctl models" "$out" "$(printf 'club-test-a\nclub-test-b')"
 run models --json
 expect "clubctl models --json" "$out" '{"models":["club-test-a","club-test-b"]}'
 
+# ---- a completion from a client through the gateway to this agent's upstream -----------------------
+before=$(upstream_requests)
+complete false
+check "a completion from the client namespace through the gateway (inference key): 200, this agent's upstream" \
+        sh -c "[ '$code' = 200 ] && grep -q '\"id\":\"chatcmpl-local-' '$tmp/chat' && grep -q '\"content\":\"tok0 tok1 tok2 tok3 tok4 \"' '$tmp/chat'"
+complete true
+check "…streamed: 200, five content events from this agent's upstream, then [DONE]" \
+        sh -c "[ '$code' = 200 ] && [ \$(grep -c '^data: {\"id\":\"chatcmpl-local-' '$tmp/chat') -ge 5 ] && tail -n 3 '$tmp/chat' | grep -qx 'data: \[DONE\]'"
+expect "…the upstream counted both requests" "$(upstream_requests)" "$((before + 2))"
+code=$(in_ns curl -s -m 5 -o "$tmp/resp" -w '%{http_code}' -H 'Content-Type: application/json' \
+        -d '{"model":"club-test-a","messages":[{"role":"user","content":"hi"}]}' http://100.96.0.2:8090/v1/chat/completions)
+check "an unsigned request from the gateway's namespace to the mesh listener: 401 missing_signature" \
+        sh -c "[ '$code' = 401 ] && grep -q '\"code\":\"missing_signature\"' '$tmp/resp'"
+expect "…and it never reached the upstream" "$(upstream_requests)" "$((before + 2))"
+
 # ---- again, the key on standard input ------------------------------------------------------------------
 peer_before=$(in_ns wg show "$IF" peers)
 out=$(key agent | "$CLUBCTL" register --key - --insecure 2>&1)
@@ -171,6 +218,51 @@ expect_ctl "clubctl resume: exit 0" 0 "takes requests again"
 check "…the gateway counts it online again" wait_for 10 online_is 1
 check "…State online" wait_for 10 state_is online
 
+# ---- a restart: back online from the saved state, without any key ---------------------------------------
+if stop_clubd; then ok "clubd exits 0 on SIGTERM"; else bad "clubd exit status $?"; fi
+start_clubd "$tmp/clubd.log" || bad "clubd did not come back"
+check "restarted: online again from the saved state" wait_for 20 state_is online
+run status
+expect_ctl "…clubctl status: online, same provider and address" 0 "State: online" "Mesh address: 100.96.0.2" \
+        "Provider: ${PROVIDER#x }"
+complete false
+check "…a completion through the gateway reaches it" sh -c "[ '$code' = 200 ] && grep -q 'chatcmpl-local-' '$tmp/chat'"
+
+# ---- the model list on its timer (ModelRefreshInterval=1s) -----------------------------------------------
+gateway_models() {
+        ip netns exec "$NSC" curl -s -m 5 -H "Authorization: Bearer $(key inference)" "$GWURL/v1/models" |
+                /usr/bin/python3 -c 'import json, sys; print(",".join(m["id"] for m in json.load(sys.stdin)["data"]))' 2>/dev/null
+}
+models_are() {  # A,B… or "" (then clubctl says there are none)
+        ctl root models --json
+        [ "$out" = "{\"models\":[$(sed 's/[^,][^,]*/"&"/g' <<<"$1")]}" ]
+}
+gateway_models_are() { [ "$(gateway_models)" = "$1" ]; }
+upstream_unhealthy() { ctl root status; [[ "$out" == *unhealthy* ]]; }
+kill "$srvpid"; wait "$srvpid" 2>/dev/null
+check "the upstream stopped: clubctl status shows it unhealthy after a failed listing" wait_for 10 upstream_unhealthy
+check "…its models are kept across a failed listing (three are allowed)" models_are club-test-a,club-test-b
+check "…and gone once it kept failing" wait_for 15 models_are ""
+check "…from the gateway's model list too (the change is sent at once)" wait_for 10 gateway_models_are ""
+ip netns exec "$NSA" "$UPSTREAM" --port "$UPORT" --models club-test-a,club-test-c --name local >"$tmp/upstream.out" 2>&1 &
+srvpid=$!
+check "the upstream back with another list: clubctl models has it at the next refresh" \
+        wait_for 15 models_are club-test-a,club-test-c
+check "…and the gateway too" wait_for 10 gateway_models_are club-test-a,club-test-c
+
+# ---- the gateway forgets the provider ------------------------------------------------------------------------
+check "the provider is deleted from the gateway's store" "$HB" delete "$tmp/gw-state/store.db" "${PROVIDER#x }"
+run drain               # sends a heartbeat at once
+check "the next heartbeat makes State error" wait_for 15 state_is error
+run status
+expect_ctl "…clubctl status says the gateway no longer knows it, and to register again" 0 "State: error" \
+        "no longer knows this machine (provider ${PROVIDER#x })" "clubctl register"
+show <<<"$out"
+run register --key-file "$tmp/agent.key" --insecure
+expect_ctl "registering again as it says: exit 0" 0 "Registered as box1"
+run resume              # the drain above outlives a registration, not a restart
+check "…online again" wait_for 20 state_is online
+
 # ---- unregister ----------------------------------------------------------------------------------------------
 run unregister --yes
 expect_ctl "clubctl unregister --yes: exit 0" 0 "Unregistered"
@@ -181,6 +273,34 @@ run drain
 expect_ctl "drain after unregistering: exit 7" 7 "not registered"
 run status --json
 expect_ctl "status --json after unregistering: exit 7" 7 '"registered":false' '"mesh_address":null'
+
+# ---- HTTPS with a private CA ------------------------------------------------------------------------------------
+mkdir "$tmp/tls"
+make_cert "$tmp/tls" IP:10.84.0.1 || bad "openssl: making the certificates failed"
+kill "$gwpid"; wait "$gwpid" 2>/dev/null
+cat >>"$tmp/gatewayd.conf" <<CONF
+
+[Public]
+TLSCertificate=$tmp/tls/server.crt
+TLSKey=$tmp/tls/server.key
+CONF
+ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen 10.84.0.1:8443 >>"$tmp/gatewayd.log" 2>&1 &
+gwpid=$!
+HTTPSURL=https://10.84.0.1:8443
+check "the gateway restarted with HTTPS on $HTTPSURL" wait_for 10 in_agent curl -sf -o /dev/null --cacert "$tmp/tls/ca.crt" "$HTTPSURL/healthz"
+run register --key-file "$tmp/agent.key" --gateway "$HTTPSURL" --name box1
+expect_ctl "register over https:// without the CA: exit 6, the certificate did not verify" 6 \
+        "did not present a valid TLS certificate" "CAFile"
+expect "…nothing registered" "$(agent_state)" unregistered
+sed -i "/^\[Agent\]/a CAFile=$tmp/tls/ca.crt" "$tmp/clubd.conf"
+run reload
+expect_ctl "[Agent] CAFile= added, clubctl reload: exit 0" 0 "reloaded"
+run register --key-file "$tmp/agent.key" --gateway "$HTTPSURL" --name box1
+expect_ctl "register over https:// verified against CAFile=: exit 0, no --insecure needed" 0 \
+        "Registered as box1" "with $HTTPSURL"
+check "…online" wait_for 20 state_is online
+run unregister --yes
+expect_ctl "…and unregistered again" 0 "Unregistered"
 
 # ---- secrets -----------------------------------------------------------------------------------------------------
 check "no key in clubctl's output" no_key_in "$outputs"

@@ -517,6 +517,59 @@ URL=http://127.0.0.1:{dead_port}
     names = sorted(u["name"] for u in (jbody(d) or {}).get("upstreams", []))
     check("SIGHUP applies the new upstream set", names == ["alpha", "beta"] and (jbody(d) or {}).get("status") == "ok", d[:200])
 
+    # --- an Ollama upstream (Kind=ollama), and sd_notify ------------------------------------------
+    # club-test-upstream --ollama answers GET /api/tags the way Ollama does (name, model,
+    # digest, details); clubd must list those models (owned_by "ollama": the native list, not
+    # /v1/models, where owned_by would be the upstream's name) and route requests to them.
+    up3, p3 = start_upstream("--name", "olla", "--ollama", "--models", "llama3:8b,qwen2.5:7b")
+    port_o = free_port()
+    cfg_o = write_config("ollama.conf", f"[Proxy]\nListen=127.0.0.1:{port_o}\n"
+                                        f"[Upstream]\nName=ollama\nKind=ollama\nURL=http://127.0.0.1:{p3}/v1\n")
+    nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    nsock.bind(os.path.join(WORK, "notify.sock"))
+    nsock.settimeout(0.2)
+    po = start_clubd(cfg_o, env={"NOTIFY_SOCKET": os.path.join(WORK, "notify.sock"), "WATCHDOG_USEC": "400000"})
+    notes = []
+
+    def collect(until, timeout=5):
+        deadline = time.time() + timeout
+        while time.time() < deadline and not until():
+            try:
+                notes.extend(nsock.recv(4096).decode().split("\n"))
+            except socket.timeout:
+                pass
+        return until()
+
+    check("sd_notify: READY=1 and a STATUS= line, then WATCHDOG=1",
+          collect(lambda: "READY=1" in notes and "WATCHDOG=1" in notes and any(n.startswith("STATUS=") for n in notes)),
+          notes[:10])
+    status = [n for n in notes if n.startswith("STATUS=")]
+    check("…STATUS= is one readable sentence naming the state and the upstreams",
+          status and status[0].startswith("STATUS=Not registered: run clubctl register") and "upstream(s)" in status[0], status[:2])
+    ids = []
+    for _ in range(50):
+        r, d = request(port_o, "GET", "/v1/models")
+        ids = [(m.get("id"), m.get("owned_by")) for m in (jbody(d) or {}).get("data", [])]
+        if ids:
+            break
+        time.sleep(0.1)
+    check("Kind=ollama: the models come from Ollama's native GET /api/tags",
+          sorted(ids) == [("llama3:8b", "ollama"), ("qwen2.5:7b", "ollama")], ids)
+    r, d = request(port_o, "POST", "/v1/chat/completions", {"model": "qwen2.5:7b", "messages": []})
+    check("…and a request for one of them is served by it", r.status == 200 and r.getheader("X-Upstream-Name") == "olla",
+          (r.status, d[:200]))
+    del notes[:]
+    po.send_signal(signal.SIGHUP)
+    check("SIGHUP: RELOADING=1, then READY=1 again",
+          collect(lambda: "RELOADING=1" in notes and "READY=1" in notes[notes.index("RELOADING=1"):]
+                  if "RELOADING=1" in notes else False), notes[:10])
+    del notes[:]
+    po.send_signal(signal.SIGTERM)
+    check("SIGTERM: STOPPING=1", collect(lambda: "STOPPING=1" in notes), notes[:10])
+    check("…and exits 0", po.wait(timeout=15) == 0)
+    nsock.close()
+    up3.terminate()
+
     # --- configuration errors name file and line -----------------------------------------------
     bad_cfg = write_config("bad.conf", "[Proxy]\nListen=127.0.0.1:1\nMaxBodySize=lots\n[Upstream]\nURL=ftp://x\nColour=blue\n")
     res = subprocess.run([CLUBD, "--config", bad_cfg, "--check-config"], capture_output=True, text=True, timeout=10)
@@ -526,6 +579,12 @@ URL=http://127.0.0.1:{dead_port}
     res = subprocess.run([CLUBD, "--config", os.path.join(WORK, "missing.conf"), "--check-config"],
                          capture_output=True, text=True, timeout=10)
     check("a missing config file is a clear error", res.returncode != 0 and "missing.conf" in res.stderr, res.stderr)
+    # The gateway's store takes names that start with a letter or digit; clubd must refuse
+    # the others itself, or the agent's heartbeats would be refused later.
+    cap_cfg = write_config("cap.conf", "[Proxy]\nListen=127.0.0.1:1\n[Capability]\nName=-echo\nURL=http://127.0.0.1:9/x\n")
+    res = subprocess.run([CLUBD, "--config", cap_cfg, "--check-config"], capture_output=True, text=True, timeout=10)
+    check("a capability name starting with '-' is refused, naming file and line",
+          res.returncode != 0 and f"{cap_cfg}:4" in res.stderr and "starting with a letter or digit" in res.stderr, res.stderr)
 
     # --- clean stop ----------------------------------------------------------------------------------
     clubd.send_signal(signal.SIGTERM)

@@ -68,22 +68,15 @@ AIF=caa$ID
 BIF=cab$ID
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/gatewayd-netns.sh"
+. "$HERE/gatewayd-agents.sh"
 . "$HERE/../openai/sdk.sh"
 
 PUBLIC=http://127.0.0.1:8080
 BASE=http://10.77.3.1:8080
-HBPATH=/api/v1/agents/heartbeat
+AGENT_URL=http://10.77.0.1:8080
 
 # ---- namespaces, tunnels ------------------------------------------------------------------
-netns_setup 10.77.0
-start_agent_wg
-netns_add "$NSB" 10.77.2
-netns_add "$NSC" 10.77.3
-ip -n "$NSB" route add 10.77.0.0/24 via 10.77.2.1
-ip netns exec "$NSB" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error wireguard-go -f "$BIF" >"$tmp/agentb-wg.log" 2>&1 &
-extra_pid $!
-extra_sock "$BIF"
-wait_for 5 test -S "$RUNDIR/$BIF.sock" || { fail "wireguard-go did not start for the second agent"; exit 1; }
+agents_netns_setup 10.77
 
 mkdir -m 0700 "$tmp/state"
 cat >"$tmp/gatewayd.conf" <<CONF
@@ -122,96 +115,7 @@ gwpid=$!
 wait_for 10 in_ns curl -sf -o /dev/null "$PUBLIC/healthz" || { fail "the gateway did not start"; cat "$tmp/gatewayd.log"; exit 1; }
 ok "the gateway started"
 
-sfield() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$tmp/resp" "$1" 2>/dev/null; }
-efield() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["error"][sys.argv[2]])' "$tmp/resp" "$1" 2>/dev/null; }
 hdr() { sed -n "s/^$1: *//Ip" "$tmp/hdr" | tr -d '\r' | head -1; }
-
-# register NAME: registers with alice's agent key; sets $PIDV, $ADDR and $SECRET, and keeps
-# the answer in $tmp/NAME.json and the agent's private key in $tmp/NAME.key.
-register() {
-        wg genkey >"$tmp/$1.key"
-        code=$(in_ns curl -s -o "$tmp/$1.json" -w '%{http_code}' -H "Authorization: Bearer $AGENT" \
-                --data-binary "{\"name\":\"$1\",\"public_key\":\"$(wg pubkey <"$tmp/$1.key")\",\"agent_port\":8090}" \
-                "$PUBLIC/api/v1/agents/register")
-        [ "$code" = 201 ] || { fail "registering $1: $code $(cat "$tmp/$1.json")"; exit 1; }
-        cp "$tmp/$1.json" "$tmp/resp"
-        PIDV=$(sfield provider_id) ADDR=$(sfield mesh_address) SECRET=$(sfield request_secret)
-}
-# heartbeat NS SECRET MODELS-JSON [DRAINING]: what clubd would send, signed by the helper.
-heartbeat() {
-        local c
-        c=$(ip netns exec "$1" curl -s -m 5 -o "$tmp/hb" -w '%{http_code}' \
-                -H "X-Club-Signature: $("$HB" sign "$2" POST "$HBPATH")" -H 'Content-Type: application/json' \
-                --data-binary "{\"models\":$3,\"in_flight\":0,\"capacity\":4,\"draining\":${4:-false}}" \
-                "http://100.96.0.1:8443$HBPATH")
-        [ "$c" = 200 ]
-}
-# start_agent NAME NS IFNAME UPSTREAM-NAME MODELS: registers NAME and brings up its agent.
-# With clubd: club-test-upstream on 127.0.0.1 in NS, and clubd started from the state a
-# registration by `clubctl register` would have left (the registration answer and the
-# private key, in StateDirectory=/state.json): clubd configures its spoke on IFNAME (the
-# wireguard-go already running there), opens its mesh listener on ADDR:8090 and
-# heartbeats with the models it finds. Without: the spoke configured with `wg`,
-# club-test-upstream on ADDR:8090 itself, one heartbeat by curl. Sets PIDV, ADDR, SECRET,
-# UPID (the upstream), AGPID (clubd, or the upstream) and STATS (its /_test/stats URL).
-start_agent() {
-        local name=$1 ns=$2 ifname=$3 up=$4 models=$5 port
-        register "$name"
-        if [ -n "$CLUBD" ]; then
-                ip netns exec "$ns" "$UPSTREAM" --listen 127.0.0.1:0 --name "$up" --models "$models" >"$tmp/up-$up.out" 2>&1 &
-                UPID=$!
-                extra_pid $UPID
-                wait_for 5 sh -c "grep -q '^PORT=' '$tmp/up-$up.out' 2>/dev/null" || { fail "club-test-upstream $up did not start"; exit 1; }
-                port=$(sed -n 's/^PORT=//p' "$tmp/up-$up.out")
-                STATS=http://127.0.0.1:$port/_test/stats
-                mkdir -m 0700 "$tmp/$name"
-                "$PY" - "$tmp/$name.json" "$tmp/$name.key" "$tmp/$name/state.json" <<'EOF' || { fail "writing $name's state"; exit 1; }
-import json, os, sys
-r = json.load(open(sys.argv[1]))
-state = {k: r[k] for k in ("provider_id", "name", "mesh_address", "gateway_public_key", "gateway_endpoint",
-                           "gateway_mesh_address", "heartbeat_interval_sec", "request_secret")}
-state.update(version=1, gateway_url="http://10.77.0.1:8080", agent_port=8090,
-             private_key=open(sys.argv[2]).read().strip(), insecure=True, ca_file=None)
-fd = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-os.write(fd, json.dumps(state).encode())
-os.close(fd)
-EOF
-                cat >"$tmp/$name.conf" <<CONF
-[Agent]
-StateDirectory=$tmp/$name
-LogLevel=debug
-
-[Mesh]
-Interface=$ifname
-Port=8090
-
-[Proxy]
-Listen=127.0.0.1:18090
-
-[Upstream]
-Name=$up
-URL=http://127.0.0.1:$port/v1
-CONF
-                ip netns exec "$ns" "$CLUBD" --config "$tmp/$name.conf" >"$tmp/clubd-$name.log" 2>&1 &
-                AGPID=$!
-                extra_pid $AGPID
-        else
-                cp "$tmp/$name.json" "$tmp/resp"
-                ip netns exec "$ns" wg set "$ifname" private-key "$tmp/$name.key" peer "$(sfield gateway_public_key)" \
-                        endpoint "$(sfield gateway_endpoint)" allowed-ips 100.96.0.1/32 persistent-keepalive 25
-                ip -n "$ns" addr add "$ADDR/32" dev "$ifname"
-                ip -n "$ns" link set "$ifname" up
-                ip -n "$ns" route add 100.96.0.1/32 dev "$ifname" src "$ADDR"
-                wait_for 10 sh -c "ip netns exec $ns ping -c 1 -W 1 100.96.0.1 >/dev/null" || { fail "no tunnel for $name"; exit 1; }
-                ip netns exec "$ns" "$UPSTREAM" --listen "$ADDR:8090" --name "$up" --models "$models" >"$tmp/up-$up.out" 2>&1 &
-                UPID=$!
-                AGPID=$UPID
-                extra_pid $UPID
-                wait_for 5 sh -c "grep -q '^PORT=' '$tmp/up-$up.out' 2>/dev/null" || { fail "club-test-upstream $up did not start"; exit 1; }
-                STATS=http://$ADDR:8090/_test/stats
-                heartbeat "$ns" "$SECRET" "[\"${models//,/\",\"}\"]" || { fail "$name's heartbeat: $(cat "$tmp/hb")"; exit 1; }
-        fi
-}
 
 start_agent a1 "$NSA" "$AIF" alpha m-private,m-common
 PID_A=$PIDV ADDR_A=$ADDR SECRET_A=$SECRET AGENT_A=$AGPID STATS_A=$STATS
@@ -449,24 +353,10 @@ check "…with Retry-After" test -n "$(hdr retry-after)"
 api -H "Authorization: Bearer $ALICE" "$BASE/v1/models"
 check "…and an empty model list" sh -c "[ $code = 200 ] && grep -q '\"data\":\[\]' $tmp/resp"
 
-for s in "$SECRET_A" "$SECRET_B" "$ALICE" "$BOB" "$AGENT"; do
-        grep -qF "$s" "$tmp/gatewayd.log" "$tmp"/clubd-*.log 2>/dev/null && fail "a secret is in a log"
-done
-ok "no secret or key in the logs of the gateway${CLUBD:+ and clubd}"
+no_secrets_logged "$SECRET_A" "$SECRET_B" "$ALICE" "$BOB" "$AGENT"
 kill "$gwpid"
 wait "$gwpid"
 check "SIGTERM: the restarted gateway exits 0" test $? = 0
 gwpid=
 
-if [ "$failures" -gt 0 ]; then
-        echo "# gateway log:"
-        sed 's/^/# /' "$tmp/gatewayd.log" | tail -80
-        for f in "$tmp"/clubd-*.log; do
-                [ -f "$f" ] || continue
-                echo "# $(basename "$f"):"
-                sed 's/^/# /' "$f" | tail -30
-        done
-        echo "$failures check(s) failed"
-        exit 1
-fi
-echo "all checks passed"
+agents_summary

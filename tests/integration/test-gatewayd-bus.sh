@@ -19,6 +19,10 @@
 #    registers a provider over HTTP; providers list/show (--json), drain/undrain,
 #    disable/enable, share (restricted, everyone, private), set-tags, remove; a revoked key
 #    is refused by the registration endpoint; users remove takes its keys and providers;
+#  - usage and limits: keys set-limits (by prefix; N, unlimited, default) makes a key's
+#    requests 429 (x-should-retry: false for 0) and back; usage (--json, --by, --user,
+#    --since, the table) shows the requests' totals, also GET /api/v1/usage with the key; the
+#    reader may read usage but not set limits; bad values exit 2/3, InvalidArgs on the bus;
 #  - errors: NoSuchUser/NoSuchKey/NoSuchProvider/NameTaken by name (busctl) and as CLI
 #    messages with exit 3/2; InvalidArgs for bad names, scopes, expiry, filter keys, flags;
 #  - polkit: the reader may read but not change (exit 4); the denied user gets AccessDenied
@@ -285,6 +289,56 @@ ctl --json providers show "$PID1"
 expect "providers set-tags" "$(jq_py 'v["tags"]')" "['a100', 'eu']"
 ctl providers set-tags "$PID1" 'no spaces'
 expect_rc "providers set-tags with a bad tag: exit 2" 2
+
+# ---- usage and per-key limits (no provider needed: admission comes before routing) ------------------------
+APREFIX=${ASECRET:0:11}
+chat_as() {  # KEY: a chat request for a model nobody serves; sets $code, headers in $T/hdr
+        code=$(curl -s -o "$T/resp" -D "$T/hdr" -w '%{http_code}' -H "Authorization: Bearer $1" \
+                --data-binary '{"model":"m-none","messages":[{"role":"user","content":"hi"}]}' "$PUBLIC/v1/chat/completions")
+}
+ctl keys set-limits "$APREFIX" --rpm 0 --tpm unlimited
+expect_rc "keys set-limits PREFIX --rpm 0 --tpm unlimited" 0
+expect_in "…says what the key's limits are now" "$out" "0 requests/min, unlimited tokens/min, default concurrent streams."
+chat_as "$ASECRET"
+expect "a key limited to 0 requests/min: 429" "$code" 429
+expect_in "…with x-should-retry: false" "$(tr -d '\r' <"$T/hdr")" "x-should-retry: false"
+ctl --json keys set-limits "$APREFIX" --rpm default
+expect "keys set-limits --rpm default --json: -2 (default), the rest kept" \
+        "$(jq_py '(v["requests_per_minute"], v["tokens_per_minute"], v["concurrent_streams"])')" "(-2, -1, -2)"
+chat_as "$ASECRET"
+expect "…back to the default (unlimited): admitted, 404 model_not_found" "$code" 404
+ctl keys list --user alice
+expect_in "keys list shows the limits the key has of its own" "$out" "tpm unlimited"
+ctl --json keys list --user alice
+expect "…and --json all three (-2: the default)" \
+        "$(jq_py '[(k["requests_per_minute"], k["tokens_per_minute"], k["concurrent_streams"]) for k in v if k["prefix"] == "'"$APREFIX"'"]')" \
+        "[(-2, -1, -2)]"
+ctl --json usage --by model
+expect "usage --json --by model: m-none, 2 requests, neither ok (refused, model_not_found)" \
+        "$(jq_py '[(x["name"], x["requests"], x["ok"], x["other"]) for x in v]')" "[('m-none', 2, 0, 2)]"
+ctl usage --user alice --since 1h
+if [ "$rc" = 0 ] && [[ "$out" == *KEY*REQUESTS*"$APREFIX"*2* ]]; then ok "usage --user alice --since 1h: a table by key"; else bad "usage table: $out"; fi
+ctl usage --user bob --by provider
+expect_in "usage for a user without requests: an empty list" "$out" "0 groups."
+ctl as club-test-reader usage --key "$APREFIX"
+expect_rc "the reader may read usage" 0
+ctl as club-test-reader keys set-limits "$APREFIX" --rpm 5
+expect_rc "…but not set limits (exit 4)" 4
+ctl keys set-limits 999 --rpm 5
+expect_rc "keys set-limits 999: exit 3" 3
+ctl keys set-limits "$APREFIX" --rpm lots
+expect_rc "keys set-limits --rpm lots: exit 2" 2
+ctl usage --by colour
+expect_rc "usage --by colour: exit 2" 2
+expect_in "GetUsage with an unknown filter: InvalidArgs" "$(bcall GetUsage a{sv}t 1 colour s red 0)" "Unknown filter 'colour'"
+expect_in "GetUsage group_by bogus: InvalidArgs" "$(bcall GetUsage a{sv}t 1 group_by s bogus 0)" "group_by is one of"
+expect_in "SetApiKeyLimits -5: InvalidArgs" \
+        "$("${BUSCTL[@]}" call -- "$NAME" "$OBJ" "$NAME" SetApiKeyLimits 'ta{sv}t' 1 1 requests_per_minute x -5 0 2>&1)" \
+        "must be -1 (unlimited)"
+code=$(curl -s -o "$T/resp" -w '%{http_code}' -H "Authorization: Bearer $ASECRET" "$PUBLIC/api/v1/usage?group_by=model")
+expect "GET /api/v1/usage with the key: its owner's totals" \
+        "$code $("$PY" -c 'import json, sys; d = json.load(open(sys.argv[1]))["data"]; print([(x["model"], x["requests"]) for x in d])' "$T/resp" 2>&1)" \
+        "200 [('m-none', 2)]"
 
 # ---- polkit: reader, denied, auth; properties for everyone ---------------------------------------------
 ctl as club-test-reader users list

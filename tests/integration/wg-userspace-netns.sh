@@ -234,6 +234,18 @@ check "ip: B is down" sh -c "! ip -n $NSB link show $WGB | grep -q ',UP'"
 sed -i 's/^up no/up yes/' "$WORK/b2.conf"
 if converge "$NSB" "$WORK/b2.conf" && stat_is up_changed 1; then ok "spoke B: link up again"; else bad "link up"; show; fi
 
+# Spoke B's only IPv4 address replaced while its route stays wanted (clubd registering again
+# after the gateway forgot it): removing the last address makes the kernel flush the link's
+# routes, and the route must be put back.
+sed -e 's#^address .*#address 10.98.0.12/32#' -e 's#^no-routes#route 10.98.0.1/32#' "$WORK/b2.conf" >"$WORK/b3.conf"
+sed 's#^address .*#address 10.98.0.13/32#' "$WORK/b3.conf" >"$WORK/b4.conf"
+converge "$NSB" "$WORK/b3.conf" || { bad "spoke B: a /32 and a route"; show; }
+if converge "$NSB" "$WORK/b4.conf" && stat_is addresses_added 1 && stat_is addresses_removed 1; then
+        ok "spoke B: its only address replaced, the route kept"; else bad "spoke B: address replaced with a route"; show; fi
+check "ip: B's route to the hub is still there" sh -c "ip -n $NSB route show proto static | grep -q '^10.98.0.1 dev $WGB'"
+if converge "$NSB" "$WORK/b4.conf" && stats_zero; then ok "spoke B: idempotent after that"; else bad "spoke B not idempotent after the address change"; show; fi
+converge "$NSB" "$WORK/b2.conf" || { bad "spoke B: back to its earlier state"; show; }
+
 # ---- errors a person can act on; nothing applied -------------------------------------
 printf 'interface abcdefghijklmnop\n' >"$WORK/e1.conf"
 if ! converge "$NSA" "$WORK/e1.conf" && grep -q 'at most 15 characters' "$WORK/err"; then ok "error: interface name too long"; else bad "name too long"; show; fi

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Heartbeats (daemons/clubd/agent-heartbeat.c): the body the gateway's parser expects, with
- * the protocol's limits applied, and what each kind of answer means. */
+ * the protocol's limits applied, what each kind of answer means, and the timing: ±10 % jitter
+ * around the interval, and the backoff of retries (1 s, doubling, capped at the interval). */
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
@@ -122,6 +123,42 @@ START_TEST(test_classify)
 }
 END_TEST
 
+START_TEST(test_jitter)
+{
+        static const struct { uint64_t usec, random, want; } t[] = {
+                { 30 * USEC_PER_SEC, 0, 27 * USEC_PER_SEC },                    /* the low end: -10 % */
+                { 30 * USEC_PER_SEC, 6 * USEC_PER_SEC, 33 * USEC_PER_SEC },     /* the high end: +10 % */
+                { 30 * USEC_PER_SEC, 6 * USEC_PER_SEC + 1, 27 * USEC_PER_SEC }, /* wraps, never beyond */
+                { 30 * USEC_PER_SEC, 3 * USEC_PER_SEC, 30 * USEC_PER_SEC },
+                { 4, 12345, 4 },                                                /* too short to spread */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(t); i++)
+                ck_assert_uint_eq(agent_heartbeat_jitter(t[i].usec, t[i].random), t[i].want);
+        for (uint64_t r = 0; r < 1000; r++) {
+                uint64_t v = agent_heartbeat_jitter(30 * USEC_PER_SEC, r * 7919 * 1000003);
+
+                ck_assert_uint_ge(v, 27 * USEC_PER_SEC);
+                ck_assert_uint_le(v, 33 * USEC_PER_SEC);
+        }
+}
+END_TEST
+
+START_TEST(test_backoff)
+{
+        static const uint64_t want[] = { 1, 2, 4, 8, 16, 30, 30 };     /* seconds, interval 30 s */
+        uint64_t b = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+                b = agent_heartbeat_backoff(b, 30 * USEC_PER_SEC);
+                ck_assert_uint_eq(b, want[i] * USEC_PER_SEC);
+        }
+        /* After a success the next failure starts again at 1 s; never above a short interval. */
+        ck_assert_uint_eq(agent_heartbeat_backoff(0, 30 * USEC_PER_SEC), USEC_PER_SEC);
+        ck_assert_uint_eq(agent_heartbeat_backoff(0, USEC_PER_SEC / 2), USEC_PER_SEC / 2);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("agent-heartbeat");
         TCase *tc = tcase_create("core");
@@ -131,6 +168,8 @@ int main(void) {
         tcase_add_test(tc, test_body);
         tcase_add_test(tc, test_body_limits);
         tcase_add_test(tc, test_classify);
+        tcase_add_test(tc, test_jitter);
+        tcase_add_test(tc, test_backoff);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

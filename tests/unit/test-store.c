@@ -260,7 +260,12 @@ START_TEST(test_open_refuses)
         store_close(s);
         raw_exec("PRAGMA user_version = 999", SQLITE_OK);
         ck_assert_int_eq(store_open(db_path, NULL, &s), -EPROTO);
-        raw_exec("PRAGMA user_version = 1", SQLITE_OK);
+        {
+                char sql[64];
+
+                snprintf(sql, sizeof sql, "PRAGMA user_version = %u", store_schema_version_latest());
+                raw_exec(sql, SQLITE_OK);
+        }
 
         /* An existing file readable by others is made private. */
         ck_assert_int_eq(chmod(db_path, 0644), 0);
@@ -1491,6 +1496,140 @@ START_TEST(test_busy_and_concurrent_readers)
 }
 END_TEST
 
+/* Per-key limits: NULL is the default, -1 unlimited; out of range refused. */
+START_TEST(test_key_limits)
+{
+        _cleanup_(store_closep) Store *s = open_store();
+        StoreApiKey k = {};
+        StoreKeyLimits l;
+        char *secret = NULL;
+        int64_t alice = make_user(s, "alice");
+
+        ck_assert_int_eq(store_api_key_create(s, alice, NULL, STORE_SCOPE_INFERENCE, USEC_INFINITY, &k, &secret), 0);
+        free(secret);
+        ck_assert_int_eq(store_api_key_get_limits(s, k.id, &l), 0);
+        ck_assert_int_eq(l.requests_per_minute, STORE_LIMIT_DEFAULT);
+        ck_assert_int_eq(l.concurrent_streams, STORE_LIMIT_DEFAULT);
+        l = (StoreKeyLimits) { 60, STORE_LIMIT_UNLIMITED, 0 };
+        ck_assert_int_eq(store_api_key_set_limits(s, k.id, &l), 0);
+        l = (StoreKeyLimits) {};
+        ck_assert_int_eq(store_api_key_get_limits(s, k.id, &l), 0);
+        ck_assert_int_eq(l.requests_per_minute, 60);
+        ck_assert_int_eq(l.tokens_per_minute, STORE_LIMIT_UNLIMITED);
+        ck_assert_int_eq(l.concurrent_streams, 0);
+        l.tokens_per_minute = -3;
+        ck_assert_int_eq(store_api_key_set_limits(s, k.id, &l), -EINVAL);
+        l.tokens_per_minute = STORE_LIMIT_MAX + 1;
+        ck_assert_int_eq(store_api_key_set_limits(s, k.id, &l), -EINVAL);
+        l.tokens_per_minute = STORE_LIMIT_DEFAULT;
+        ck_assert_int_eq(store_api_key_set_limits(s, k.id + 100, &l), -ENOENT);
+        ck_assert_int_eq(store_api_key_get_limits(s, k.id + 100, &l), -ENOENT);
+        store_api_key_deinit(&k);
+}
+END_TEST
+
+/* Usage rows: inserted in one go, summed per key, model, provider and user with filters,
+ * outliving a deleted user, and pruned in bounded batches. */
+START_TEST(test_usage)
+{
+        _cleanup_(store_closep) Store *s = open_store();
+        StoreApiKey k1 = {}, k2 = {};
+        StoreUsageRecord r[5];
+        StoreUsageTotal *t = NULL;
+        size_t n = 0;
+        char *secret = NULL;
+        int64_t alice = make_user(s, "alice"), bob = make_user(s, "bob");
+        static const char *const outcomes[] = { "ok", "ok", "truncated", "cancelled", "refused" };
+
+        ck_assert_int_eq(store_api_key_create(s, alice, NULL, STORE_SCOPE_INFERENCE, USEC_INFINITY, &k1, &secret), 0);
+        free(secret);
+        ck_assert_int_eq(store_api_key_create(s, bob, NULL, STORE_SCOPE_INFERENCE, USEC_INFINITY, &k2, &secret), 0);
+        free(secret);
+        for (size_t i = 0; i < ELEMENTSOF(r); i++) {
+                r[i] = (StoreUsageRecord) {
+                        .started_usec = T0 + i * SEC,
+                        .key_id = i < 4 ? k1.id : k2.id,
+                        .user_id = i < 4 ? alice : bob,
+                        .provider_id = i == 4 ? 0 : 7,
+                        .model = (char *) (i % 2 ? "m-b" : "m-a"),
+                        .stream = true,
+                        .outcome = outcomes[i],
+                        .status = 200,
+                        .attempts = 1,
+                        .prompt_tokens = 10,
+                        .completion_tokens = i + 1,
+                        .usage_reported = i < 2,
+                        .time_to_first_token_usec = i == 4 ? 0 : 1000,
+                        .duration_usec = 5000,
+                };
+                snprintf(r[i].request_id, sizeof r[i].request_id, "req%zu", i);
+        }
+        ck_assert_int_eq(store_usage_insert(s, r, ELEMENTSOF(r)), 0);
+
+        ck_assert_int_eq(store_usage_totals(s, &(StoreUsageFilter) { .group = STORE_USAGE_BY_KEY }, &t, &n), 0);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_int_eq(t[0].id, k1.id);
+        ck_assert_str_eq(t[0].name, k1.prefix);
+        ck_assert_uint_eq(t[0].requests, 4);
+        ck_assert_uint_eq(t[0].ok, 2);
+        ck_assert_uint_eq(t[0].truncated, 1);
+        ck_assert_uint_eq(t[0].cancelled, 1);
+        ck_assert_uint_eq(t[0].other, 0);
+        ck_assert_uint_eq(t[0].prompt_tokens, 40);
+        ck_assert_uint_eq(t[0].completion_tokens, 1 + 2 + 3 + 4);
+        ck_assert_uint_eq(t[0].first_token_requests, 4);
+        ck_assert_uint_eq(t[0].first_usec, T0);
+        ck_assert_uint_eq(t[0].last_usec, T0 + 3 * SEC);
+        ck_assert_uint_eq(t[1].other, 1);
+        ck_assert_uint_eq(t[1].first_token_requests, 0);
+        store_usage_totals_free(t, n);
+
+        /* alice's, by model, in [T0+1s, T0+3s). */
+        ck_assert_int_eq(store_usage_totals(s, &(StoreUsageFilter) { .group = STORE_USAGE_BY_MODEL, .user_id = alice,
+                                                                     .since_usec = T0 + SEC, .until_usec = T0 + 3 * SEC },
+                                            &t, &n), 0);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_str_eq(t[0].name, "m-a");
+        ck_assert_uint_eq(t[0].requests, 1);
+        ck_assert_str_eq(t[1].name, "m-b");
+        ck_assert_uint_eq(t[1].completion_tokens, 2);
+        store_usage_totals_free(t, n);
+
+        /* By key prefix; by provider (the refused request had none: id 0, no name). */
+        ck_assert_int_eq(store_usage_totals(s, &(StoreUsageFilter) { .group = STORE_USAGE_BY_PROVIDER,
+                                                                     .key_prefix = k2.prefix }, &t, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(t[0].id, 0);
+        ck_assert_ptr_null(t[0].name);
+        store_usage_totals_free(t, n);
+
+        /* Bob deleted: his usage stays, without a name. */
+        ck_assert_int_eq(store_user_delete(s, bob), 0);
+        ck_assert_int_eq(store_usage_totals(s, &(StoreUsageFilter) { .group = STORE_USAGE_BY_USER }, &t, &n), 0);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_str_eq(t[0].name, "alice");
+        ck_assert_int_eq(t[1].id, bob);
+        ck_assert_ptr_null(t[1].name);
+        store_usage_totals_free(t, n);
+
+        ck_assert_int_eq(store_usage_totals(s, &(StoreUsageFilter) { .group = _STORE_USAGE_GROUP_MAX }, &t, &n), -EINVAL);
+        ck_assert_int_eq(store_usage_totals(s, &(StoreUsageFilter) { .key_prefix = "short" }, &t, &n), -EINVAL);
+        r[0].model = (char *) "";
+        ck_assert_int_eq(store_usage_insert(s, r, 1), -EINVAL);
+
+        /* Pruning: at most @max a call. */
+        ck_assert_int_eq(store_usage_prune(s, T0 + 3 * SEC, 2), 2);
+        ck_assert_int_eq(store_usage_prune(s, T0 + 3 * SEC, 2), 1);
+        ck_assert_int_eq(store_usage_prune(s, T0 + 3 * SEC, 2), 0);
+        ck_assert_int_eq(store_usage_totals(s, &(StoreUsageFilter) { .group = STORE_USAGE_BY_MODEL }, &t, &n), 0);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_uint_eq(t[0].requests + t[1].requests, 2);
+        store_usage_totals_free(t, n);
+        store_api_key_deinit(&k1);
+        store_api_key_deinit(&k2);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("core");
@@ -1506,6 +1645,8 @@ int main(void) {
         tcase_add_test(tc, test_scope_strings);
         tcase_add_test(tc, test_api_keys);
         tcase_add_test(tc, test_api_key_prefix_collision);
+        tcase_add_test(tc, test_key_limits);
+        tcase_add_test(tc, test_usage);
         tcase_add_test(tc, test_enrollment_keys);
         tcase_add_test(tc, test_enrollment_race);
         tcase_add_test(tc, test_provider_register);

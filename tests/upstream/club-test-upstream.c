@@ -514,9 +514,10 @@ typedef struct Controls {
         int64_t status;
         int64_t echo;
         int64_t chunked;
+        int64_t reject_stream_options;
 } Controls;
 
-#define CONTROLS_UNSET ((Controls) { -1, -1, -1, -1, -1, -1, -1, -1, -1, -1 })
+#define CONTROLS_UNSET ((Controls) { -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1 })
 
 typedef struct ControlDef {
         const char *header;
@@ -537,6 +538,7 @@ static const ControlDef control_defs[] = {
         { "X-Test-Status",              "status",              offsetof(Controls, status),              CONTROL_NUMBER,   599 },
         { "X-Test-Echo",                "echo",                offsetof(Controls, echo),                CONTROL_BOOL,     1 },
         { "X-Test-Chunked",             "chunked",             offsetof(Controls, chunked),             CONTROL_BOOL,     1 },
+        { "X-Test-Reject-Stream-Options", "reject_stream_options", offsetof(Controls, reject_stream_options), CONTROL_BOOL, 1 },
 };
 
 static int64_t *controls_field(Controls *ctl, const ControlDef *d) {
@@ -1532,6 +1534,12 @@ static void handle_completion(Conn *c, struct json_object *root, bool chat) {
         if (!request_completion_length(c, root, &n, &finish) ||
             !request_stream_flags(c, root, &stream, &include_usage))
                 return;
+        if (c->ctl.reject_stream_options == 1 && jget(root, "stream_options")) {
+                /* What a server that does not know the option says (vLLM before 0.5, some others). */
+                resp_error(c, 400, "invalid_request_error", NULL, "stream_options",
+                           "Unrecognized request argument supplied: stream_options");
+                return;
+        }
 
         if (stream) {
                 if (stream_begin(c, chat, model, n, finish, prompt_tokens, include_usage) < 0)
@@ -2561,7 +2569,9 @@ static void usage(void) {
                "  X-Test-Status [status]                       answer with this status (>= 300)\n"
                "  X-Test-Echo [echo]                           1: answer with what was received\n"
                "  X-Test-Chunked [chunked]                     1: chunked plain response;\n"
-               "                                               0: EOF-delimited stream\n",
+               "                                               0: EOF-delimited stream\n"
+               "  X-Test-Reject-Stream-Options [reject_stream_options]\n"
+               "                                               1: a completion with stream_options gets 400\n",
                MAX_CONNECTIONS_DEFAULT, (unsigned long long) BODY_MAX_DEFAULT);
 }
 

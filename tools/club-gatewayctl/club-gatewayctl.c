@@ -60,6 +60,14 @@ static bool arg_online = false;
 static const char *arg_share_mode = NULL;
 static const char *arg_share_users = NULL;
 static const char *arg_share_tags = NULL;
+static const char *arg_key = NULL;
+static const char *arg_provider = NULL;
+static const char *arg_since = NULL;
+static const char *arg_until = NULL;
+static const char *arg_by = NULL;
+static const char *arg_rpm = NULL;
+static const char *arg_tpm = NULL;
+static const char *arg_streams = NULL;
 
 /* Which options a verb takes (everything else is refused, so a typo is not ignored). */
 enum {
@@ -75,6 +83,8 @@ enum {
         OPT_CAPABILITY = 1 << 9,
         OPT_ONLINE = 1 << 10,
         OPT_SHARE = 1 << 11,            /* --everyone, --private, --users, --tags */
+        OPT_USAGE = 1 << 12,            /* --key, --provider, --since, --until, --by */
+        OPT_LIMITS = 1 << 13,           /* --rpm, --tpm, --streams */
 };
 static unsigned arg_given = 0;
 
@@ -220,6 +230,11 @@ static json_object *read_record(sd_bus_message *m) {
 
                         r = sd_bus_message_read(m, "t", &t);
                         v = json_object_new_int64(t > INT64_MAX ? INT64_MAX : (int64_t) t);
+                } else if (streq(contents, "x")) {
+                        int64_t x;
+
+                        r = sd_bus_message_read(m, "x", &x);
+                        v = json_object_new_int64(x);
                 } else if (streq(contents, "u")) {
                         uint32_t u;
 
@@ -591,11 +606,38 @@ static void print_secret(json_object *k, const char *secret, const char *kind) {
                secret, field_s(k, "prefix"));
 }
 
+static const char *format_limit(int64_t v, char *buf, size_t size);
+
+/* A key's own limits, those that differ from the gateway's default: "rpm 60, streams 2"; "" for none. */
+static const char *format_key_limits(json_object *k, char *buf, size_t size) {
+        static const struct {
+                const char *field, *label;
+        } l[] = {
+                { "requests_per_minute", "rpm" },
+                { "tokens_per_minute", "tpm" },
+                { "concurrent_streams", "streams" },
+        };
+        size_t n = 0;
+
+        buf[0] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(l); i++) {
+                json_object *v;
+                char num[32];
+
+                /* An older gateway's record has none; -2 is the default. */
+                if (!json_object_object_get_ex(k, l[i].field, &v) || json_object_get_int64(v) == -2)
+                        continue;
+                n += (size_t) snprintf(buf + n, n < size ? size - n : 0, "%s%s %s", n > 0 ? ", " : "", l[i].label,
+                                       format_limit(json_object_get_int64(v), num, sizeof num));
+        }
+        return buf;
+}
+
 static int keys_list(sd_bus *bus, char **args) {
         _cleanup_(json_object_putp) json_object *a = NULL;
         sd_bus_message *m = method_new(bus, "ListApiKeys");
-        Table t = { .n_columns = 8,
-                    .headers = { "ID", "USER", "NAME", "PREFIX", "SCOPES", "STATE", "EXPIRES", "LAST-USED" } };
+        Table t = { .n_columns = 9,
+                    .headers = { "ID", "USER", "NAME", "PREFIX", "SCOPES", "STATE", "EXPIRES", "LAST-USED", "LIMITS" } };
         int r;
 
         r = sd_bus_message_append(m, "s", strempty(arg_user));
@@ -606,14 +648,15 @@ static int keys_list(sd_bus *bus, char **args) {
                 return EXIT_OK;
         for (size_t i = 0; i < json_object_array_length(a); i++) {
                 json_object *k = json_object_array_get_idx(a, i);
-                char id[24], prefix[32], scopes[64], expires[64], used[64];
+                char id[24], prefix[32], scopes[64], expires[64], used[64], limits[128];
 
                 snprintf(id, sizeof id, "%" PRId64, field_i(k, "id"));
                 snprintf(prefix, sizeof prefix, "%s…", field_s(k, "prefix"));
                 table_add_row(&t, id, field_s(k, "user"), field_s(k, "name"), prefix,
                               field_list(k, "scopes", ",", scopes, sizeof scopes), field_s(k, "state"),
                               format_time(field_i(k, "expires"), "never", expires, sizeof expires),
-                              format_ago(field_i(k, "last_used"), "never", used, sizeof used));
+                              format_ago(field_i(k, "last_used"), "never", used, sizeof used),
+                              format_key_limits(k, limits, sizeof limits));
         }
         table_print(&t, "API key");
         return EXIT_OK;
@@ -961,6 +1004,193 @@ static int status(sd_bus *bus, char **args) {
         return EXIT_OK;
 }
 
+/* ---- usage and limits ---------------------------------------------------------------------- */
+
+/* The API key an argument names: its ID, or its prefix ("ic-abcdefgh", with or without "ic-"). */
+static uint64_t key_arg(sd_bus *bus, const char *s) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *a = NULL;
+        char want[32];
+        sd_bus_message *m;
+        uint64_t id = 0;
+        int r;
+
+        if (parse_uint64(s, &id) >= 0 && id > 0 && id <= INT64_MAX)
+                return id;
+        snprintf(want, sizeof want, "ic-%s", startswith(s, "ic-") ?: s);
+        if (strlen(want) != 11 || strpbrk(want, "…")) {
+                err("Invalid API key '%s': give its ID or its prefix (ic- and 8 characters), as 'keys list' shows them.", s);
+                exit(EXIT_USAGE);
+        }
+        m = method_new(bus, "ListApiKeys");
+        r = sd_bus_message_append(m, "s", "");
+        if (r < 0)
+                bad_reply(r);
+        reply = bus_call(bus, m, GATEWAY_ACTION_READ);
+        a = read_records(reply);
+        id = 0;
+        for (size_t i = 0; a && i < json_object_array_length(a); i++) {
+                json_object *k = json_object_array_get_idx(a, i);
+
+                if (!streq(field_s(k, "prefix"), want))
+                        continue;
+                if (id != 0) {
+                        err("More than one API key has the prefix %s: give its ID.", want);
+                        exit(EXIT_USAGE);
+                }
+                id = (uint64_t) field_i(k, "id");
+        }
+        if (id == 0) {
+                err("No API key with the prefix %s.", want);
+                exit(EXIT_NOT_FOUND);
+        }
+        return id;
+}
+
+/* --rpm/--tpm/--streams: N, "unlimited" (-1) or "default" (the gateway's [Limits]). */
+static int append_limit(sd_bus_message *m, const char *key, const char *value) {
+        uint64_t v;
+
+        if (!value)
+                return 0;
+        if (streq(value, "default"))
+                return sd_bus_message_append(m, "{sv}", key, "s", "default");
+        if (streq(value, "unlimited"))
+                return sd_bus_message_append(m, "{sv}", key, "x", (int64_t) -1);
+        if (parse_uint64(value, &v) < 0 || v > 1000000000000ULL) {
+                err("Invalid limit '%s': give a number (0 refuses every request), 'unlimited' or 'default'.", value);
+                exit(EXIT_USAGE);
+        }
+        return sd_bus_message_append(m, "{sv}", key, "x", (int64_t) v);
+}
+
+static const char *format_limit(int64_t v, char *buf, size_t size) {
+        if (v == -1)
+                return "unlimited";
+        if (v == -2)
+                return "default";
+        snprintf(buf, size, "%" PRId64, v);
+        return buf;
+}
+
+static int keys_set_limits(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *l = NULL;
+        char a[32], b[32], c[32];
+        sd_bus_message *m;
+        uint64_t id;
+        int r;
+
+        if (!arg_rpm && !arg_tpm && !arg_streams) {
+                err("keys set-limits needs at least one of --rpm=, --tpm= and --streams=.");
+                return EXIT_USAGE;
+        }
+        id = key_arg(bus, args[0]);
+        m = method_new(bus, "SetApiKeyLimits");
+        r = sd_bus_message_append(m, "t", id);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = append_limit(m, "requests_per_minute", arg_rpm);
+        if (r >= 0)
+                r = append_limit(m, "tokens_per_minute", arg_tpm);
+        if (r >= 0)
+                r = append_limit(m, "concurrent_streams", arg_streams);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                bad_reply(r);
+        reply = bus_call(bus, m, GATEWAY_ACTION_MANAGE_KEYS);
+        l = read_record(reply);
+        if (arg_json) {
+                json_object_object_add(l, "id", json_object_new_int64((int64_t) id));
+                print_json(l);
+                return EXIT_OK;
+        }
+        printf("API key %" PRIu64 ": %s requests/min, %s tokens/min, %s concurrent streams.\n", id,
+               format_limit(field_i(l, "requests_per_minute"), a, sizeof a),
+               format_limit(field_i(l, "tokens_per_minute"), b, sizeof b),
+               format_limit(field_i(l, "concurrent_streams"), c, sizeof c));
+        return EXIT_OK;
+}
+
+/* --since/--until: a duration ago ("24h", "7d"), "@SECONDS" since the epoch, or "now"; µs. */
+static uint64_t time_arg(const char *s, const char *what) {
+        uint64_t v, now = now_usec(CLOCK_REALTIME);
+
+        if (!s)
+                return 0;
+        if (streq(s, "now"))
+                return now;
+        if (s[0] == '@') {
+                if (parse_uint64(s + 1, &v) >= 0 && v <= INT64_MAX / USEC_PER_SEC)
+                        return v * USEC_PER_SEC;
+        } else if (parse_sec(s, &v) >= 0 && v != USEC_INFINITY)
+                return now > v ? now - v : 1;
+        err("Invalid --%s=%s: give a time ago such as 24h or 7d, @SECONDS since the epoch, or 'now'.", what, s);
+        exit(EXIT_USAGE);
+}
+
+static int usage(sd_bus *bus, char **args) {
+        _cleanup_(json_object_putp) json_object *a = NULL;
+        sd_bus_message *m = method_new(bus, "GetUsage");
+        const char *by = arg_by ?: "key";
+        uint64_t provider = arg_provider ? id_arg(arg_provider, "provider") : 0;
+        Table t = { .n_columns = 9,
+                    .headers = { "KEY", "REQUESTS", "OK", "FAILED", "TRUNCATED", "CANCELLED", "PROMPT-TOKENS",
+                                 "COMPLETION-TOKENS", "AVG-TTFT" } };
+        int r;
+
+        if (!streq(by, "key") && !streq(by, "provider") && !streq(by, "model") && !streq(by, "user")) {
+                err("Invalid --by=%s: give key, provider, model or user.", by);
+                return EXIT_USAGE;
+        }
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "{sv}", "group_by", "s", by);
+        if (r >= 0 && arg_user)
+                r = sd_bus_message_append(m, "{sv}", "user", "s", arg_user);
+        if (r >= 0 && arg_key)
+                r = sd_bus_message_append(m, "{sv}", "key", "s", arg_key);
+        if (r >= 0 && provider > 0)
+                r = sd_bus_message_append(m, "{sv}", "provider", "t", provider);
+        if (r >= 0 && arg_model)
+                r = sd_bus_message_append(m, "{sv}", "model", "s", arg_model);
+        if (r >= 0 && arg_since)
+                r = sd_bus_message_append(m, "{sv}", "since", "t", time_arg(arg_since, "since"));
+        if (r >= 0 && arg_until)
+                r = sd_bus_message_append(m, "{sv}", "until", "t", time_arg(arg_until, "until"));
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                bad_reply(r);
+        a = read_call(bus, m, true);
+        if (!a)
+                return EXIT_OK;
+        t.headers[0] = streq(by, "key") ? "KEY" : streq(by, "provider") ? "PROVIDER" : streq(by, "model") ? "MODEL" : "USER";
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+                json_object *u = json_object_array_get_idx(a, i);
+                char name[300], n[7][24], ttft[32];
+
+                if (streq(by, "model") || field_i(u, "id") == 0)
+                        snprintf(name, sizeof name, "%s", isempty(field_s(u, "name")) ? "-" : field_s(u, "name"));
+                else
+                        snprintf(name, sizeof name, "%s (%" PRId64 ")", isempty(field_s(u, "name")) ? "deleted" : field_s(u, "name"),
+                                 field_i(u, "id"));
+                snprintf(n[0], sizeof n[0], "%" PRId64, field_i(u, "requests"));
+                snprintf(n[1], sizeof n[1], "%" PRId64, field_i(u, "ok"));
+                snprintf(n[2], sizeof n[2], "%" PRId64, field_i(u, "failed"));
+                snprintf(n[3], sizeof n[3], "%" PRId64, field_i(u, "truncated"));
+                snprintf(n[4], sizeof n[4], "%" PRId64, field_i(u, "cancelled"));
+                snprintf(n[5], sizeof n[5], "%" PRId64, field_i(u, "prompt_tokens"));
+                snprintf(n[6], sizeof n[6], "%" PRId64, field_i(u, "completion_tokens"));
+                snprintf(ttft, sizeof ttft, "%" PRId64 "ms", field_i(u, "time_to_first_token_usec") / 1000);
+                table_add_row(&t, name, n[0], n[1], n[2], n[3], n[4], n[5], n[6], ttft);
+        }
+        table_print(&t, "group");
+        return EXIT_OK;
+}
+
 /* ---- the command line ---------------------------------------------------------------------- */
 
 typedef struct Verb {
@@ -979,6 +1209,7 @@ static const Verb verbs[] = {
         { "keys", "list", 0, 0, OPT_USER, keys_list },
         { "keys", "create", 0, 0, OPT_USER | OPT_SCOPE | OPT_NAME | OPT_EXPIRES, keys_create },
         { "keys", "revoke", 1, 1, 0, keys_revoke },
+        { "keys", "set-limits", 1, 1, OPT_LIMITS, keys_set_limits },
         { "enroll", "list", 0, 0, OPT_USER, enroll_list },
         { "enroll", "create", 0, 0, OPT_USER | OPT_NAME | OPT_EXPIRES | OPT_REUSABLE | OPT_EPHEMERAL | OPT_TAG,
           enroll_create },
@@ -992,6 +1223,7 @@ static const Verb verbs[] = {
         { "providers", "remove", 1, 1, 0, providers_remove },
         { "providers", "share", 1, 1, OPT_SHARE, providers_share },
         { "providers", "set-tags", 1, 1 + TAGS_MAX, 0, providers_set_tags },
+        { "usage", NULL, 0, 0, OPT_USER | OPT_MODEL | OPT_USAGE, usage },
         { "status", NULL, 0, 0, 0, status },
 };
 
@@ -1008,6 +1240,8 @@ static void help(void) {
                "  keys list [--user=U]\n"
                "  keys create --user=U [--scope=inference,agent] [--name=N] [--expires=30d]\n"
                "  keys revoke ID\n"
+               "  keys set-limits ID|PREFIX [--rpm=N] [--tpm=N] [--streams=N]\n"
+               "                                      N, 'unlimited' or 'default'; 0 refuses all\n"
                "Enrollment keys (for agents to register without a person's API key):\n"
                "  enroll list [--user=U]\n"
                "  enroll create --user=U [--reusable] [--ephemeral] [--tag=T]… [--name=N] [--expires=7d]\n"
@@ -1020,6 +1254,9 @@ static void help(void) {
                "  providers remove ID                 delete it; its tunnel stops at once\n"
                "  providers share ID --everyone|--private|[--users=A,B] [--tags=X,Y]\n"
                "  providers set-tags ID [TAG…]\n"
+               "Usage of the OpenAI API:\n"
+               "  usage [--user=U] [--key=PREFIX] [--provider=ID] [--model=M] [--since=7d] [--until=1h]\n"
+               "        [--by=key|provider|model|user]   totals; times ago, @SECONDS or 'now'\n"
                "  status                              the gateway's version and mesh\n\n"
                "Options:\n"
                "      --json              print JSON (for scripts)\n"
@@ -1035,7 +1272,8 @@ static int parse_argv(int argc, char *argv[]) {
         enum {
                 ARG_JSON = 0x100, ARG_NO_LEGEND, ARG_NO_ASK_PASSWORD, ARG_VERSION, ARG_USER, ARG_ADMIN, ARG_TAG,
                 ARG_SCOPE, ARG_NAME, ARG_EXPIRES, ARG_REUSABLE, ARG_EPHEMERAL, ARG_MODEL, ARG_CAPABILITY,
-                ARG_ONLINE, ARG_EVERYONE, ARG_PRIVATE, ARG_USERS, ARG_TAGS,
+                ARG_ONLINE, ARG_EVERYONE, ARG_PRIVATE, ARG_USERS, ARG_TAGS, ARG_KEY, ARG_PROVIDER, ARG_SINCE,
+                ARG_UNTIL, ARG_BY, ARG_RPM, ARG_TPM, ARG_STREAMS,
         };
         static const struct option options[] = {
                 { "json", no_argument, NULL, ARG_JSON },
@@ -1058,6 +1296,14 @@ static int parse_argv(int argc, char *argv[]) {
                 { "private", no_argument, NULL, ARG_PRIVATE },
                 { "users", required_argument, NULL, ARG_USERS },
                 { "tags", required_argument, NULL, ARG_TAGS },
+                { "key", required_argument, NULL, ARG_KEY },
+                { "provider", required_argument, NULL, ARG_PROVIDER },
+                { "since", required_argument, NULL, ARG_SINCE },
+                { "until", required_argument, NULL, ARG_UNTIL },
+                { "by", required_argument, NULL, ARG_BY },
+                { "rpm", required_argument, NULL, ARG_RPM },
+                { "tpm", required_argument, NULL, ARG_TPM },
+                { "streams", required_argument, NULL, ARG_STREAMS },
                 {}
         };
         int c;
@@ -1145,6 +1391,21 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_TAGS:
                         arg_share_tags = optarg;
                         arg_given |= OPT_SHARE;
+                        break;
+                case ARG_KEY:
+                case ARG_PROVIDER:
+                case ARG_SINCE:
+                case ARG_UNTIL:
+                case ARG_BY:
+                        *(c == ARG_KEY ? &arg_key : c == ARG_PROVIDER ? &arg_provider : c == ARG_SINCE ? &arg_since :
+                          c == ARG_UNTIL ? &arg_until : &arg_by) = optarg;
+                        arg_given |= OPT_USAGE;
+                        break;
+                case ARG_RPM:
+                case ARG_TPM:
+                case ARG_STREAMS:
+                        *(c == ARG_RPM ? &arg_rpm : c == ARG_TPM ? &arg_tpm : &arg_streams) = optarg;
+                        arg_given |= OPT_LIMITS;
                         break;
                 default:
                         return -EINVAL;

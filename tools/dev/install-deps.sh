@@ -16,14 +16,18 @@ build=(meson ninja-build pkg-config gcc libc6-dev
 tests=(python3 curl openssl socat procps util-linux iproute2 iputils-ping wireguard-go wireguard-tools
        qemu-system-x86 busybox-static cpio linux-image-amd64 ca-certificates
        dbus-daemon polkitd systemd)
+# The TLS-terminating proxy examples (examples/) are tested with the real nginx (above) and
+# Caddy (test-gateway-tls-proxy.sh).
+tests+=(caddy)
 # Benchmarks: nginx as the reference proxy.
 bench=(nginx-light)
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${build[@]}" "${tests[@]}" "${bench[@]}" >/dev/null
-# A fresh nginx-light starts itself; the benchmark runs its own instance.
+# A fresh nginx-light and caddy start themselves; the benchmark and the tests run their own.
 systemctl disable --now nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true
+systemctl disable --now caddy >/dev/null 2>&1 || service caddy stop >/dev/null 2>&1 || true
 
 # node and npm run the real `openai` SDK in tests. Many machines ship them outside apt
 # (Debian's npm package conflicts with those): install from apt only when missing.
