@@ -123,6 +123,15 @@ start_agent a2 "$NSB" "$BIF" beta m-shared,m-common
 PID_B=$PIDV ADDR_B=$ADDR SECRET_B=$SECRET AGENT_B=$AGPID STATS_B=$STATS
 providers_online() { in_ns curl -s "$PUBLIC/healthz" | grep -q "\"providers_online\":$1"; }
 check "both agents are online (${CLUBD:+clubd: }their heartbeats came through the tunnels)" wait_for 15 providers_online 2
+# Online comes with the first heartbeat; clubd's first may precede its first model listing.
+models_listed() {
+        local m
+        m=$(in_ns curl -s -H "Authorization: Bearer $ALICE" "$PUBLIC/v1/models") || return 1
+        for id in m-common m-private m-shared; do
+                grep -q "\"id\":\"$id\"" <<<"$m" || return 1
+        done
+}
+check "…and their heartbeats carry every model" wait_for 15 models_listed
 check "a2 is shared with everyone" "$ADMIN" "$tmp/state/store.db" share "$PID_B" everyone
 
 # ---- the openai SDK from the client namespace -----------------------------------------------
