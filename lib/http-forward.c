@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <stdarg.h>
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
@@ -18,11 +19,44 @@ void http_request_id_new(char ret[static HTTP_REQUEST_ID_SIZE]) {
                 t ^= now_usec(CLOCK_REALTIME);
                 memcpy(b + 8, &t, sizeof t);
         }
+        /* Not sprintf("%02x") 16 times: that was 2% of a proxied request's CPU. */
         for (size_t i = 0; i < sizeof b; i++) {
                 ret[2 * i] = "0123456789abcdef"[b[i] >> 4];
                 ret[2 * i + 1] = "0123456789abcdef"[b[i] & 15];
         }
         ret[32] = 0;
+}
+
+int http_respond_errorv(HttpExchange *x, const char *request_id, unsigned status, const char *type,
+                        const char *code, const char *param, const char *fmt, va_list ap) {
+        if (request_id)
+                (void) http_exchange_add_header(x, "x-request-id", request_id);
+        return http_exchange_respond_errorv(x, status, type, code, param, fmt, ap);
+}
+
+int http_respond_error(HttpExchange *x, const char *request_id, unsigned status, const char *type,
+                       const char *code, const char *param, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = http_respond_errorv(x, request_id, status, type, code, param, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+int http_respond_json(HttpExchange *x, const char *request_id, unsigned status, json_object *o) {
+        _cleanup_free_ char *s = NULL;
+        size_t len;
+        int r;
+
+        r = jobj_to_string(o, &s, &len);
+        if (r < 0)
+                return r;
+        if (request_id)
+                (void) http_exchange_add_header(x, "x-request-id", request_id);
+        (void) http_exchange_add_header(x, "Cache-Control", "no-store");
+        return http_exchange_respond(x, status, "application/json", s, len);
 }
 
 char *http_path_normalize(const char *target) {
@@ -168,6 +202,18 @@ int http_forward_response_headers(HttpRequest *req, HttpExchange *x, const char 
                 (void) http_exchange_add_header(x, "x-request-id", request_id);
         (void) http_exchange_add_header(x, "X-Accel-Buffering", "no");
         return 0;
+}
+
+int http_forward_stream_start(HttpRequest *req, HttpExchange *x, const char *request_id, unsigned status) {
+        uint64_t size = http_response_content_length(req);
+        int r;
+
+        r = http_forward_response_headers(req, x, request_id);
+        if (r < 0)
+                return r;
+        return size != UINT64_MAX
+                ? http_exchange_stream_start_sized(x, status, NULL, size)
+                : http_exchange_stream_start(x, status, NULL);
 }
 
 uint64_t http_response_content_length(HttpRequest *req) {

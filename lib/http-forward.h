@@ -16,6 +16,7 @@
 
 #include "http-client.h"
 #include "http-server.h"
+#include "json-util.h"
 
 /* 32 lowercase hex digits and the NUL. */
 #define HTTP_REQUEST_ID_SIZE 33U
@@ -25,6 +26,33 @@
  * @ret: 32 lowercase hex digits of random bytes, NUL-terminated
  */
 void http_request_id_new(char ret[static HTTP_REQUEST_ID_SIZE]);
+
+/**
+ * http_respond_error() - answer with an OpenAI-shaped JSON error and the request's id
+ * @x:          the exchange, not answered yet
+ * @request_id: its x-request-id, or NULL for none
+ * @status, @type, @code, @param, @fmt: as for http_exchange_respond_error()
+ *
+ * Return: 0 or a negative errno.
+ */
+int http_respond_error(HttpExchange *x, const char *request_id, unsigned status, const char *type,
+                       const char *code, const char *param, const char *fmt, ...) _printf_(7, 8);
+/* The same with a va_list. */
+int http_respond_errorv(HttpExchange *x, const char *request_id, unsigned status, const char *type,
+                        const char *code, const char *param, const char *fmt, va_list ap) _printf_(7, 0);
+
+/**
+ * http_respond_json() - answer with a JSON document that no cache may keep
+ * @x:          the exchange, not answered yet
+ * @request_id: its x-request-id, or NULL for none
+ * @status:     the HTTP status
+ * @o:          the document
+ *
+ * Adds Cache-Control: no-store.
+ *
+ * Return: 0 or a negative errno.
+ */
+int http_respond_json(HttpExchange *x, const char *request_id, unsigned status, json_object *o);
 
 /**
  * http_path_normalize() - the request target with "//" collapsed and no trailing "/"
@@ -86,6 +114,20 @@ int http_forward_request_headers(HttpExchange *x, HttpRequest *req, const char *
  * Return: 0 or -ENOMEM.
  */
 int http_forward_response_headers(HttpRequest *req, HttpExchange *x, const char *request_id);
+
+/**
+ * http_forward_stream_start() - start passing a response on to the client as it arrives
+ * @req:        the request, from its on_response on
+ * @x:          the client's exchange, not answered yet
+ * @request_id: the exchange's x-request-id, or NULL
+ * @status:     the response's status
+ *
+ * Copies the response's headers as http_forward_response_headers() does, and starts the
+ * client's stream: of the response's Content-Length when it announced one, else chunked.
+ *
+ * Return: 0 or a negative errno.
+ */
+int http_forward_stream_start(HttpRequest *req, HttpExchange *x, const char *request_id, unsigned status);
 
 /**
  * http_response_content_length() - the response's Content-Length

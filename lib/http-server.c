@@ -22,6 +22,8 @@
 #define DEFAULT_STREAM_BUFFER_MAX (64U * 1024U)
 #define DEFAULT_IDLE_TIMEOUT_SEC 60U
 #define STREAM_BLOCK_SIZE (16U * 1024U)
+/* How far past max_body_size a body is still read (and thrown away) before its 413. */
+#define HTTP_SERVER_DISCARD_MAX (4U * 1024U * 1024U)
 #define MAX_RESPONSE_HEADERS 32U
 
 typedef struct Header {
@@ -108,6 +110,10 @@ struct HttpExchange {
         void *userdata;
         HttpExchangeCloseHandler on_close;
         HttpExchangeDrainHandler on_drain;
+
+        /* http_exchange_set_client(): who the application decided the client is. */
+        struct sockaddr_storage client;
+        bool has_client;
 
         HttpExchange *exchanges_prev, *exchanges_next;
 };
@@ -384,15 +390,22 @@ int http_exchange_respond(HttpExchange *x, unsigned status, const char *content_
 
 int http_exchange_respond_error(HttpExchange *x, unsigned status, const char *type,
                                 const char *code, const char *param, const char *fmt, ...) {
-        _cleanup_free_ char *msg = NULL, *body = NULL;
-        size_t len;
         va_list ap;
         int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&msg, fmt, ap);
+        r = http_exchange_respond_errorv(x, status, type, code, param, fmt, ap);
         va_end(ap);
-        if (r < 0)
+        return r;
+}
+
+int http_exchange_respond_errorv(HttpExchange *x, unsigned status, const char *type,
+                                 const char *code, const char *param, const char *fmt, va_list ap) {
+        _cleanup_free_ char *msg = NULL, *body = NULL;
+        size_t len;
+        int r;
+
+        if (vasprintf(&msg, fmt, ap) < 0)
                 return -ENOMEM;
         r = openai_error_body(msg, type, param, code, &body, &len);
         if (r < 0)
@@ -540,6 +553,16 @@ const struct sockaddr *http_exchange_peer(HttpExchange *x) {
         return ci ? ci->client_addr : NULL;
 }
 
+const struct sockaddr *http_exchange_client(HttpExchange *x) {
+        return x->has_client ? (const struct sockaddr *) &x->client : http_exchange_peer(x);
+}
+
+void http_exchange_set_client(HttpExchange *x, const struct sockaddr *sa) {
+        x->has_client = sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6);
+        if (x->has_client)
+                memcpy(&x->client, sa, sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+}
+
 uint64_t http_exchange_start_usec(HttpExchange *x) {
         return x->start_usec;
 }
@@ -647,14 +670,25 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                         return queue_simple_error(x, 431, "invalid_request_error", "headers_too_large",
                                                   "The request headers are too large.");
 
-                /* Refuse an oversized body before reading any of it. */
+                /*
+                 * An oversized body. Answering before it is read and closing makes the kernel
+                 * reset a connection with unread data, and a reset can reach the client (or a
+                 * proxy in front) before the 413 does. So a body that is only somewhat too
+                 * large is read and thrown away, and the 413 goes out afterwards; only a client
+                 * that waits for "100 Continue", or a body beyond that bound, is refused at once.
+                 */
                 cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
                 if (cl) {
+                        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
                         uint64_t v;
 
-                        if (parse_uint64(cl, &v) >= 0 && v > s->opts.max_body_size)
-                                return queue_simple_error(x, 413, "invalid_request_error", "request_too_large",
-                                                          "The request body is too large.");
+                        if (parse_uint64(cl, &v) >= 0 && v > s->opts.max_body_size) {
+                                if ((expect && strcasecmp(expect, "100-continue") == 0) ||
+                                    v - s->opts.max_body_size > HTTP_SERVER_DISCARD_MAX)
+                                        return queue_simple_error(x, 413, "invalid_request_error", "request_too_large",
+                                                                  "The request body is too large.");
+                                x->body_too_large = true;
+                        }
                 }
                 return MHD_YES;
         }

@@ -19,6 +19,7 @@
  * close callback.
  */
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,6 +94,11 @@ const char *http_exchange_target(HttpExchange *x); /* path with query, as sent *
 const char *http_exchange_header(HttpExchange *x, const char *name); /* case-insensitive */
 const void *http_exchange_body(HttpExchange *x, size_t *ret_len);
 const struct sockaddr *http_exchange_peer(HttpExchange *x);
+/* Who the client is: what http_exchange_set_client() recorded (e.g. the address a trusted
+ * proxy names in X-Forwarded-For), else the peer. Rate limits and logs use this. */
+const struct sockaddr *http_exchange_client(HttpExchange *x);
+/* Record the client's address (AF_INET or AF_INET6, copied); NULL: the peer again. */
+void http_exchange_set_client(HttpExchange *x, const struct sockaddr *sa);
 uint64_t http_exchange_start_usec(HttpExchange *x); /* CLOCK_MONOTONIC when headers arrived */
 
 typedef int (*HttpHeaderCallback)(const char *name, const char *value, void *userdata);
@@ -112,6 +118,9 @@ int http_exchange_respond(HttpExchange *x, unsigned status, const char *content_
 /* An OpenAI-shaped JSON error: {"error":{"message","type","param","code"}}. */
 int http_exchange_respond_error(HttpExchange *x, unsigned status, const char *type,
                                 const char *code, const char *param, const char *fmt, ...) _printf_(6, 7);
+/* The same with a va_list. */
+int http_exchange_respond_errorv(HttpExchange *x, unsigned status, const char *type,
+                                 const char *code, const char *param, const char *fmt, va_list ap) _printf_(6, 0);
 
 /* Begin a streamed (chunked) response. */
 int http_exchange_stream_start(HttpExchange *x, unsigned status, const char *content_type);

@@ -8,6 +8,7 @@
 
 #include "cleanup.h"
 #include "gateway-api.h"
+#include "gateway-forwarded.h"
 #include "gateway-route.h"
 #include "gateway-usage.h"
 #include "http-client.h"
@@ -41,6 +42,7 @@ struct ApiRequest {
         GatewayApi *api;
         HttpExchange *x;                /* NULL once the client side ended */
         char id[HTTP_REQUEST_ID_SIZE];
+        char client[FORWARDED_ADDRESS_STRLEN]; /* http_exchange_client(), for the log */
         char *target;                   /* normalised path and query */
         char *model;                    /* or the capability's name */
         bool stream;
@@ -120,44 +122,13 @@ static int api_request_start(ApiRequest *pr, const StoreProvider *p);
 
 /* ---- answering ----------------------------------------------------------------------- */
 
-static int respond_error(HttpExchange *x, const char *id, unsigned status, const char *type, const char *code,
-                         const char *param, const char *fmt, ...) _printf_(7, 8);
-
-static int respond_error(HttpExchange *x, const char *id, unsigned status, const char *type, const char *code,
-                         const char *param, const char *fmt, ...) {
-        _cleanup_free_ char *msg = NULL;
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&msg, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        (void) http_exchange_add_header(x, "x-request-id", id);
-        return http_exchange_respond_error(x, status, type, code, param, "%s", msg);
-}
-
-static int respond_json(HttpExchange *x, const char *id, json_object *o) {
-        _cleanup_free_ char *s = NULL;
-        size_t len;
-        int r;
-
-        r = jobj_to_string(o, &s, &len);
-        if (r < 0)
-                return r;
-        (void) http_exchange_add_header(x, "x-request-id", id);
-        (void) http_exchange_add_header(x, "Cache-Control", "no-store");
-        return http_exchange_respond(x, 200, "application/json", s, len);
-}
-
 static int respond_retry_after(HttpExchange *x, const char *id, unsigned status, const char *type, const char *code,
                                uint64_t retry_after_sec, const char *message) {
         char v[24];
 
         snprintf(v, sizeof v, "%" PRIu64, MAX(retry_after_sec, (uint64_t) 1));
         (void) http_exchange_add_header(x, "Retry-After", v);
-        return respond_error(x, id, status, type, code, NULL, "%s", message);
+        return http_respond_error(x, id, status, type, code, NULL, "%s", message);
 }
 
 static void api_request_set_outcome(ApiRequest *pr, ApiOutcome o, unsigned status) {
@@ -273,7 +244,7 @@ static void api_request_fail(ApiRequest *pr, ApiOutcome outcome, unsigned status
                 snprintf(v, sizeof v, "%" PRIu64, retry_after_sec);
                 (void) http_exchange_add_header(pr->x, "Retry-After", v);
         }
-        r = respond_error(pr->x, pr->id, status, type, code, pr->param, "%s", message);
+        r = http_respond_error(pr->x, pr->id, status, type, code, pr->param, "%s", message);
         if (r < 0 && !http_exchange_is_answered(pr->x))
                 (void) http_exchange_respond_error(pr->x, 500, "server_error", "internal_error", NULL,
                                                    "The gateway failed to answer.");
@@ -363,9 +334,9 @@ static void api_request_finished(ApiRequest *pr, bool ok) {
                 .admitted = pr->admitted,
         };
         api_request_usage(pr, &rec);
-        log_debug("Request %s: %s %s for %s %s, user %" PRId64 ": %s, status %u, provider %" PRId64
+        log_debug("Request %s from %s: %s %s for %s %s, user %" PRId64 ": %s, status %u, provider %" PRId64
                   ", %u attempt(s), first byte after %" PRIu64 " ms, %" PRIu64 " ms, %" PRIu64 " bytes.",
-                  pr->id, pr->stream ? "streamed" : "plain", pr->target, api_request_what(pr), pr->model, pr->user_id,
+                  pr->id, pr->client, pr->stream ? "streamed" : "plain", pr->target, api_request_what(pr), pr->model, pr->user_id,
                   api_outcome_to_string(rec.outcome), rec.status, rec.provider_id, rec.attempts,
                   rec.time_to_first_byte_usec / USEC_PER_MSEC, rec.duration_usec / USEC_PER_MSEC, rec.bytes);
         if (api->hooks.finished)
@@ -489,12 +460,7 @@ static int on_provider_response(HttpRequest *req, unsigned status, void *userdat
         if (size <= GATEWAY_API_SMALL_BODY_MAX)
                 return http_small_body_begin(&pr->small, status, (size_t) size);
 
-        r = http_forward_response_headers(req, pr->x, pr->id);
-        if (r < 0)
-                return r;
-        r = size != UINT64_MAX
-                ? http_exchange_stream_start_sized(pr->x, status, NULL, size)
-                : http_exchange_stream_start(pr->x, status, NULL);
+        r = http_forward_stream_start(req, pr->x, pr->id, status);
         if (r < 0)
                 return r;
         ct = http_request_response_header(req, "Content-Type");
@@ -700,8 +666,8 @@ static void on_provider_done(HttpRequest *req, int error, void *userdata) {
                         if (r >= 0)
                                 r = http_exchange_respond(pr->x, pr->small.status, NULL, pr->small.data, pr->small.len);
                         if (r < 0)
-                                (void) respond_error(pr->x, pr->id, 500, "server_error", "internal_error", NULL,
-                                                     "The gateway failed to pass on the answer.");
+                                (void) http_respond_error(pr->x, pr->id, 500, "server_error", "internal_error", NULL,
+                                                          "The gateway failed to pass on the answer.");
                         else
                                 pr->bytes = pr->small.len;
                         api_request_set_outcome(pr, pr->small.status < 300 ? API_OUTCOME_OK : API_OUTCOME_PROVIDER_ERROR,
@@ -905,8 +871,8 @@ static int respond_store_error(HttpExchange *x, const char *id, int r, const cha
                 return respond_retry_after(x, id, 503, "server_error", "store_busy", 1,
                                            "The gateway's store is busy; try again shortly.");
         log_error_errno(r, "Request %s: the store failed while %s: %m", id, what);
-        return respond_error(x, id, 503, "server_error", "store_unavailable", NULL,
-                             "The gateway's store is not available.");
+        return http_respond_error(x, id, 503, "server_error", "store_unavailable", NULL,
+                                  "The gateway's store is not available.");
 }
 
 /* The key from "Authorization: Bearer ic-…", checked for the inference scope. */
@@ -917,25 +883,25 @@ static int authenticate(GatewayApi *api, HttpExchange *x, const char *id, StoreA
         auth = http_exchange_header(x, "Authorization");
         key = auth ? startswith_no_case(auth, "Bearer ") : NULL;
         if (!key)
-                return respond_error(x, id, 401, "invalid_request_error", "missing_api_key", NULL,
-                                     "You didn't provide an API key: send 'Authorization: Bearer ic-…'.") ?: -EACCES;
+                return http_respond_error(x, id, 401, "invalid_request_error", "missing_api_key", NULL,
+                                          "You didn't provide an API key: send 'Authorization: Bearer ic-…'.") ?: -EACCES;
         key += strspn(key, " ");
         r = store_api_key_verify(api->store, key, STORE_SCOPE_INFERENCE, ret);
         switch (r) {
         case 0:
                 return 0;
         case -EKEYREJECTED:
-                return respond_error(x, id, 401, "invalid_request_error", "invalid_api_key", NULL,
-                                     "Incorrect API key provided.") ?: -EACCES;
+                return http_respond_error(x, id, 401, "invalid_request_error", "invalid_api_key", NULL,
+                                          "Incorrect API key provided.") ?: -EACCES;
         case -EKEYREVOKED:
-                return respond_error(x, id, 401, "invalid_request_error", "revoked_api_key", NULL,
-                                     "The API key has been revoked.") ?: -EACCES;
+                return http_respond_error(x, id, 401, "invalid_request_error", "revoked_api_key", NULL,
+                                          "The API key has been revoked.") ?: -EACCES;
         case -EKEYEXPIRED:
-                return respond_error(x, id, 401, "invalid_request_error", "expired_api_key", NULL,
-                                     "The API key has expired.") ?: -EACCES;
+                return http_respond_error(x, id, 401, "invalid_request_error", "expired_api_key", NULL,
+                                          "The API key has expired.") ?: -EACCES;
         case -EACCES:
-                return respond_error(x, id, 403, "permission_error", "insufficient_scope", NULL,
-                                     "The API key lacks the 'inference' scope.") ?: -EACCES;
+                return http_respond_error(x, id, 403, "permission_error", "insufficient_scope", NULL,
+                                          "The API key lacks the 'inference' scope.") ?: -EACCES;
         default:
                 return respond_store_error(x, id, r, "checking an API key") ?: -EACCES;
         }
@@ -1069,13 +1035,13 @@ static int handle_models(GatewayApi *api, HttpExchange *x, const char *id, int64
                                 store_providers_free(l, n);
                                 if (!o)
                                         return -ENOMEM;
-                                r = respond_json(x, id, o);
+                                r = http_respond_json(x, id, 200, o);
                                 json_object_put(o);
                                 return r;
                         }
                 store_providers_free(l, n);
-                return respond_error(x, id, 404, "invalid_request_error", "model_not_found", "model",
-                                     "The model '%s' does not exist or you do not have access to it.", model);
+                return http_respond_error(x, id, 404, "invalid_request_error", "model_not_found", "model",
+                                          "The model '%s' does not exist or you do not have access to it.", model);
         }
 
         root = json_object_new_object();
@@ -1095,7 +1061,7 @@ static int handle_models(GatewayApi *api, HttpExchange *x, const char *id, int64
                 return r;
         if (jobj_add_string(root, "object", "list") < 0 || jobj_add(root, "data", TAKE_PTR(data)) < 0)
                 return -ENOMEM;
-        return respond_json(x, id, root);
+        return http_respond_json(x, id, 200, root);
 }
 
 /* The body of a forwarded request: a JSON object naming a model; "stream" a boolean if given. */
@@ -1109,17 +1075,17 @@ static int parse_json_body(HttpExchange *x, const char *id, const char *expected
 
         body = http_exchange_body(x, &len);
         if (!body || len == 0)
-                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
-                                     "The request has no body; expected %s.", expected) ?: -EINVAL;
+                return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                          "The request has no body; expected %s.", expected) ?: -EINVAL;
         r = jobj_parse(body, len, JSON_DEPTH_MAX, &root, &reason);
         if (r == -ENOMEM)
                 return r;
         if (r == -E2BIG)
-                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
-                                     "The request body nests JSON too deeply.") ?: -EINVAL;
+                return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                          "The request body nests JSON too deeply.") ?: -EINVAL;
         if (r < 0)
-                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
-                                     "The request body is not valid JSON: %s.", reason ?: "syntax error") ?: -EINVAL;
+                return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                          "The request body is not valid JSON: %s.", reason ?: "syntax error") ?: -EINVAL;
         *ret = TAKE_PTR(root);
         return 0;
 }
@@ -1134,19 +1100,19 @@ static int parse_body(HttpExchange *x, const char *id, char **ret_model, bool *r
         if (r != 0)
                 return r;
         if (!root || !json_object_is_type(root, json_type_object))
-                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
-                                     "The request body must be a JSON object.") ?: -EINVAL;
+                return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                          "The request body must be a JSON object.") ?: -EINVAL;
         r = jobj_get_string(root, "model", &model);
         if (r == -ENOENT)
-                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", "model",
-                                     "You must provide a model parameter.") ?: -EINVAL;
+                return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", "model",
+                                          "You must provide a model parameter.") ?: -EINVAL;
         if (r < 0 || isempty(model) || strlen(model) > STORE_MODEL_NAME_MAX)
-                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", "model",
-                                     "The model parameter must be a string of 1 to %u bytes.", STORE_MODEL_NAME_MAX) ?: -EINVAL;
+                return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", "model",
+                                          "The model parameter must be a string of 1 to %u bytes.", STORE_MODEL_NAME_MAX) ?: -EINVAL;
         r = jobj_get_bool(root, "stream", &stream);
         if (r == -EINVAL)
-                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", "stream",
-                                     "The stream parameter must be true or false.") ?: -EINVAL;
+                return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", "stream",
+                                          "The stream parameter must be true or false.") ?: -EINVAL;
         *ret_model = strdup(model);
         if (!*ret_model)
                 return -ENOMEM;
@@ -1263,6 +1229,7 @@ static int api_request_begin(GatewayApi *api, HttpExchange *x, const char *id, c
                 .start_usec = http_exchange_start_usec(x),
         };
         memcpy(pr->id, id, sizeof pr->id);
+        forwarded_address_to_string(http_exchange_client(x), pr->client);
         api->n_in_flight++;
         http_exchange_set_userdata(x, pr, on_exchange_close, on_exchange_drain);
         api_request_dispatch(pr);
@@ -1298,8 +1265,8 @@ static int respond_capability_unavailable(GatewayApi *api, HttpExchange *x, cons
                 return respond_retry_after(x, id, 503, "server_error", "no_provider_online",
                                            GATEWAY_API_OFFLINE_RETRY_AFTER_SEC,
                                            "No provider of this capability is online now; try again later.");
-        return respond_error(x, id, 404, "invalid_request_error", "capability_not_found", NULL,
-                             "The capability '%s' does not exist or you do not have access to it.", name);
+        return http_respond_error(x, id, 404, "invalid_request_error", "capability_not_found", NULL,
+                                  "The capability '%s' does not exist or you do not have access to it.", name);
 }
 
 /* GET /api/v1/capabilities/{name}: the provider the router would pick now, and its health. */
@@ -1354,7 +1321,7 @@ static int handle_capability_get(GatewayApi *api, HttpExchange *x, const char *i
         json_object_put(health);
         if (r < 0)
                 return r;
-        return respond_json(x, id, root);
+        return http_respond_json(x, id, 200, root);
 }
 
 /* POST /api/v1/capabilities/{name}/exec: any JSON body, forwarded like a model's request. */
@@ -1401,13 +1368,13 @@ int gateway_api_handle(GatewayApi *api, HttpExchange *x) {
         if (rest && *rest != 0 && *rest != '/' && *rest != '?')
                 rest = NULL;
         if ((!startswith(target, "/v1/") && !rest) || http_path_has_dot_segment(target))
-                return respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
-                                     "Unknown request URL: %s %s.", method, http_exchange_path(x));
+                return http_respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
+                                          "Unknown request URL: %s %s.", method, http_exchange_path(x));
         if (rest && *rest != '/') {
                 if (!streq(method, "GET")) {
                         (void) http_exchange_add_header(x, "Allow", "GET");
-                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
-                                             "Use GET for " GATEWAY_API_CAPABILITIES_PATH ".");
+                        return http_respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                                  "Use GET for " GATEWAY_API_CAPABILITIES_PATH ".");
                 }
                 kind = CAPABILITIES;
         } else if (rest) {
@@ -1415,63 +1382,63 @@ int gateway_api_handle(GatewayApi *api, HttpExchange *x) {
                 bool exec = rest[k] == '/';
 
                 if (exec && !http_path_is(rest + k, "/exec"))
-                        return respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
-                                             "Unknown request URL: %s %s. Capabilities are run with POST "
-                                             GATEWAY_API_CAPABILITIES_PATH "/NAME/exec.", method, http_exchange_path(x));
+                        return http_respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
+                                                  "Unknown request URL: %s %s. Capabilities are run with POST "
+                                                  GATEWAY_API_CAPABILITIES_PATH "/NAME/exec.", method, http_exchange_path(x));
                 if (!streq(method, exec ? "POST" : "GET")) {
                         (void) http_exchange_add_header(x, "Allow", exec ? "POST" : "GET");
-                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
-                                             "Use %s for %s.", exec ? "POST" : "GET", http_exchange_path(x));
+                        return http_respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                                  "Use %s for %s.", exec ? "POST" : "GET", http_exchange_path(x));
                 }
                 r = percent_decode(rest, k, &model);
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0)
-                        return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
-                                             "The capability in the URL is not validly percent-encoded.");
+                        return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                                  "The capability in the URL is not validly percent-encoded.");
                 kind = exec ? CAPABILITY_EXEC : CAPABILITY_GET;
         } else if (http_path_is(target, "/v1/models")) {
                 if (!streq(method, "GET")) {
                         (void) http_exchange_add_header(x, "Allow", "GET");
-                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
-                                             "Use GET for /v1/models.");
+                        return http_respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                                  "Use GET for /v1/models.");
                 }
                 kind = MODELS;
         } else if ((rest = startswith(target, "/v1/models/"))) {
                 if (!streq(method, "GET")) {
                         (void) http_exchange_add_header(x, "Allow", "GET");
-                        return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
-                                             "Use GET for /v1/models/{model}.");
+                        return http_respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                                  "Use GET for /v1/models/{model}.");
                 }
                 r = percent_decode(rest, strcspn(rest, "?"), &model);
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0)
-                        return respond_error(x, id, 400, "invalid_request_error", "invalid_request", "model",
-                                             "The model in the URL is not validly percent-encoded.");
+                        return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", "model",
+                                                  "The model in the URL is not validly percent-encoded.");
                 kind = MODEL_GET;
         } else if (streq(method, "POST")) {
                 if (!target_is_signable(target))
-                        return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
-                                             "The request URL must be printable ASCII (percent-encode the rest) and at most %u bytes.",
-                                             REQUEST_SIGN_TARGET_MAX);
+                        return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                                  "The request URL must be printable ASCII (percent-encode the rest) and at most %u bytes.",
+                                                  REQUEST_SIGN_TARGET_MAX);
                 kind = FORWARD;
         } else if (http_path_is(target, "/v1/chat/completions") || http_path_is(target, "/v1/completions") ||
                    http_path_is(target, "/v1/embeddings")) {
                 (void) http_exchange_add_header(x, "Allow", "POST");
-                return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
-                                     "Use POST for %s.", http_exchange_path(x));
+                return http_respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                          "Use POST for %s.", http_exchange_path(x));
         } else
-                return respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
-                                     "Unknown request URL: %s %s.", method, http_exchange_path(x));
+                return http_respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
+                                          "Unknown request URL: %s %s.", method, http_exchange_path(x));
 
         r = authenticate(api, x, id, &key);
         if (r != 0)
                 return http_exchange_is_answered(x) ? 0 : r;
         if ((kind == CAPABILITY_GET || kind == CAPABILITY_EXEC) && !store_capability_name_is_valid(model))
-                return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
-                                     "A capability's name is 1 to %u of letters, digits, '.', '_', ':' and '-', "
-                                     "starting with a letter or digit.", STORE_TAG_MAX);
+                return http_respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
+                                          "A capability's name is 1 to %u of letters, digits, '.', '_', ':' and '-', "
+                                          "starting with a letter or digit.", STORE_TAG_MAX);
 
         switch (kind) {
         case MODELS:

@@ -169,6 +169,25 @@ static int begin_call(GatewayBus *b, sd_bus_message *m, const char *action, sd_b
         return polkit_check_async(m, action, &b->polkit, error);
 }
 
+/*
+ * begin_call() for a method whose first argument (of @signature) may be read only after
+ * polkit, because reading it touches the store: skips it, and once authorized rewinds the
+ * message, so that the caller reads it next. Returns what begin_call() does.
+ */
+static int begin_call_deferred_args(GatewayBus *b, sd_bus_message *m, const char *signature, const char *action,
+                                    sd_bus_error *error) {
+        int r;
+
+        r = sd_bus_message_skip(m, signature);
+        if (r < 0)
+                return r;
+        r = begin_call(b, m, action, error);
+        if (r <= 0)
+                return r;
+        r = sd_bus_message_rewind(m, true);
+        return r < 0 ? r : 1;
+}
+
 /* ---- writing records --------------------------------------------------------------------- */
 
 static int append_s(sd_bus_message *m, const char *key, const char *v) {
@@ -284,36 +303,53 @@ static int append_limit_fields(sd_bus_message *m, const StoreKeyLimits *l) {
         return r;
 }
 
-/* @limits: the key's own, or NULL for a new key's (all default). */
-static int append_api_key(sd_bus_message *m, const StoreApiKey *k, const char *user, const StoreKeyLimits *limits) {
-        static const StoreKeyLimits defaults = { STORE_LIMIT_DEFAULT, STORE_LIMIT_DEFAULT, STORE_LIMIT_DEFAULT };
-        char prefix[KEY_TAG_LEN + KEY_PREFIX_SIZE];
+/* The fields an API key's and an enrollment key's records open with, "ic-"/"ie-" @tag first… */
+static int append_key_head(sd_bus_message *m, const char *tag, int64_t id, int64_t user_id, const char *user,
+                           const char *name, const char *prefix) {
+        char p[KEY_TAG_LEN + KEY_PREFIX_SIZE];
         int r;
 
-        (void) snprintf(prefix, sizeof prefix, "ic-%s", k->prefix);
-        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        (void) snprintf(p, sizeof p, "%s-%s", tag, prefix);
+        r = append_t(m, "id", (uint64_t) id);
         if (r >= 0)
-                r = append_t(m, "id", (uint64_t) k->id);
-        if (r >= 0)
-                r = append_t(m, "user_id", (uint64_t) k->user_id);
+                r = append_t(m, "user_id", (uint64_t) user_id);
         if (r >= 0)
                 r = append_s(m, "user", user);
         if (r >= 0)
-                r = append_s(m, "name", k->name);
+                r = append_s(m, "name", name);
         if (r >= 0)
-                r = append_s(m, "prefix", prefix);
+                r = append_s(m, "prefix", p);
+        return r;
+}
+
+/* …and the times they share, after their state. */
+static int append_key_times(sd_bus_message *m, uint64_t created, uint64_t expires, uint64_t revoked, uint64_t last_used) {
+        int r;
+
+        r = append_t(m, "created", created);
+        if (r >= 0)
+                r = append_t(m, "expires", time_out(expires));
+        if (r >= 0)
+                r = append_t(m, "revoked", revoked);
+        if (r >= 0)
+                r = append_t(m, "last_used", last_used);
+        return r;
+}
+
+/* @limits: the key's own, or NULL for a new key's (all default). */
+static int append_api_key(sd_bus_message *m, const StoreApiKey *k, const char *user, const StoreKeyLimits *limits) {
+        static const StoreKeyLimits defaults = { STORE_LIMIT_DEFAULT, STORE_LIMIT_DEFAULT, STORE_LIMIT_DEFAULT };
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = append_key_head(m, "ic", k->id, k->user_id, user, k->name, k->prefix);
         if (r >= 0)
                 r = append_scopes(m, k->scopes);
         if (r >= 0)
                 r = append_s(m, "state", key_state(k->revoked_usec, k->expires_usec, false));
         if (r >= 0)
-                r = append_t(m, "created", k->created_usec);
-        if (r >= 0)
-                r = append_t(m, "expires", time_out(k->expires_usec));
-        if (r >= 0)
-                r = append_t(m, "revoked", k->revoked_usec);
-        if (r >= 0)
-                r = append_t(m, "last_used", k->last_used_usec);
+                r = append_key_times(m, k->created_usec, k->expires_usec, k->revoked_usec, k->last_used_usec);
         if (r >= 0)
                 r = append_limit_fields(m, limits ?: &defaults);
         if (r >= 0)
@@ -322,21 +358,11 @@ static int append_api_key(sd_bus_message *m, const StoreApiKey *k, const char *u
 }
 
 static int append_enrollment_key(sd_bus_message *m, const StoreEnrollmentKey *k, const char *user) {
-        char prefix[KEY_TAG_LEN + KEY_PREFIX_SIZE];
         int r;
 
-        (void) snprintf(prefix, sizeof prefix, "ie-%s", k->prefix);
         r = sd_bus_message_open_container(m, 'a', "{sv}");
         if (r >= 0)
-                r = append_t(m, "id", (uint64_t) k->id);
-        if (r >= 0)
-                r = append_t(m, "user_id", (uint64_t) k->user_id);
-        if (r >= 0)
-                r = append_s(m, "user", user);
-        if (r >= 0)
-                r = append_s(m, "name", k->name);
-        if (r >= 0)
-                r = append_s(m, "prefix", prefix);
+                r = append_key_head(m, "ie", k->id, k->user_id, user, k->name, k->prefix);
         if (r >= 0)
                 r = append_b(m, "reusable", k->reusable);
         if (r >= 0)
@@ -348,13 +374,7 @@ static int append_enrollment_key(sd_bus_message *m, const StoreEnrollmentKey *k,
         if (r >= 0)
                 r = append_s(m, "state", key_state(k->revoked_usec, k->expires_usec, !k->reusable && k->uses > 0));
         if (r >= 0)
-                r = append_t(m, "created", k->created_usec);
-        if (r >= 0)
-                r = append_t(m, "expires", time_out(k->expires_usec));
-        if (r >= 0)
-                r = append_t(m, "revoked", k->revoked_usec);
-        if (r >= 0)
-                r = append_t(m, "last_used", k->last_used_usec);
+                r = append_key_times(m, k->created_usec, k->expires_usec, k->revoked_usec, k->last_used_usec);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         return r;
@@ -904,17 +924,10 @@ static int method_list_providers(sd_bus_message *m, void *userdata, sd_bus_error
         size_t n = 0;
         int r;
 
-        /* Peek at the flags first: the filter's user lookups touch the store, which must
-         * wait for polkit. */
-        r = sd_bus_message_skip(m, "a{sv}");
-        if (r < 0)
-                return r;
-        r = begin_call(b, m, GATEWAY_ACTION_READ, error);
+        /* The filter's user lookups touch the store, which must wait for polkit. */
+        r = begin_call_deferred_args(b, m, "a{sv}", GATEWAY_ACTION_READ, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = sd_bus_message_rewind(m, true);
-        if (r < 0)
-                return r;
         r = read_provider_filter(b, m, &filter, error);
         if (r < 0)
                 return r;
@@ -1420,15 +1433,9 @@ static int method_get_usage(sd_bus_message *m, void *userdata, sd_bus_error *err
         int r;
 
         /* The filter's user lookup touches the store, which must wait for polkit. */
-        r = sd_bus_message_skip(m, "a{sv}");
-        if (r < 0)
-                return r;
-        r = begin_call(b, m, GATEWAY_ACTION_READ, error);
+        r = begin_call_deferred_args(b, m, "a{sv}", GATEWAY_ACTION_READ, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = sd_bus_message_rewind(m, true);
-        if (r < 0)
-                return r;
         r = read_usage_filter(b, m, &filter, error);
         if (r < 0)
                 return r;

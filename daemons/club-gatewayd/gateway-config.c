@@ -35,6 +35,7 @@ GatewayConfig *gateway_config_free(GatewayConfig *c) {
         free(c->wg_interface);
         free(c->wg_private_key_file);
         free(c->wg_endpoint);
+        trusted_proxies_done(&c->trusted_proxies);
         return mfree(c);
 }
 
@@ -187,6 +188,47 @@ static CONFIG_PARSER_PROTOTYPE(parse_register_rate) {
         return 0;
 }
 
+/* [Public] TrustedProxies=: addresses and networks, separated by blanks or commas; each
+ * line adds to the list, an empty value empties it. */
+static CONFIG_PARSER_PROTOTYPE(parse_trusted_proxies) {
+        TrustedProxies *t = data;
+        const char *p = value;
+        int r;
+
+        if (isempty(value)) {
+                trusted_proxies_done(t);
+                return 0;
+        }
+        for (;;) {
+                _cleanup_free_ char *word = NULL;
+                size_t n;
+
+                p += strspn(p, " \t,");
+                n = strcspn(p, " \t,");
+                if (n == 0)
+                        return 0;
+                word = strndup(p, n);
+                if (!word)
+                        return -ENOMEM;
+                p += n;
+                r = trusted_proxies_add(t, word);
+                if (r == -ENOMEM)
+                        return r;
+                if (r == -EADDRNOTAVAIL) {
+                        config_set_reason(ctx, "an address has bits set past its prefix length; write the network, e.g. 10.0.0.0/8");
+                        return -EINVAL;
+                }
+                if (r == -E2BIG) {
+                        config_set_reason(ctx, "more than 256 trusted proxies");
+                        return -EINVAL;
+                }
+                if (r < 0) {
+                        config_set_reason(ctx, "expected IP addresses or networks such as 127.0.0.1, ::1, 10.0.0.0/8 or fd00::/8");
+                        return -EINVAL;
+                }
+        }
+}
+
 /* [Limits]: a number per minute (or of streams); 0 is unlimited. */
 static CONFIG_PARSER_PROTOTYPE(parse_key_limit) {
         uint64_t *p = data, v;
@@ -318,6 +360,7 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 { "Public", "FailureBackoffMax", parse_api_duration, 3, &c->failure_backoff_max_usec },
                 { "Public", "RegisterRatePerSource", parse_register_rate, 0, &c->register_rate_per_source },
                 { "Public", "RegisterRatePerKey", parse_register_rate, 0, &c->register_rate_per_key },
+                { "Public", "TrustedProxies", parse_trusted_proxies, 0, &c->trusted_proxies },
                 { "Limits", "RequestsPerMinute", parse_key_limit, 0, &c->limit_requests_per_minute },
                 { "Limits", "TokensPerMinute", parse_key_limit, 0, &c->limit_tokens_per_minute },
                 { "Limits", "ConcurrentStreams", parse_key_limit, 0, &c->limit_concurrent_streams },

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gateway-forwarded.h"
 #include "macro.h"
 
 #define GATEWAY_CONFIG_PATH CLUB_CONFDIR "/gatewayd.conf"
@@ -61,6 +62,7 @@ typedef struct GatewayConfig {
         uint64_t failure_backoff_max_usec;  /* …doubling up to this; 60 s */
         unsigned register_rate_per_source;  /* registrations per minute (and burst) per address */
         unsigned register_rate_per_key;     /* … per authenticated key */
+        TrustedProxies trusted_proxies;     /* whose X-Forwarded-For names the client; none */
         /* Per-key limits of the OpenAI API, [Limits]: the defaults of keys without their own;
          * 0: unlimited (gateway-limits.h). */
         uint64_t limit_requests_per_minute;

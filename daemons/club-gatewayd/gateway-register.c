@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "gateway-forwarded.h"
 #include "gateway-register.h"
 #include "json-util.h"
 #include "keys.h"
@@ -136,7 +137,7 @@ int handle_register(RegisterContext *c, HttpExchange *x) {
         StoreApiKey apikey = {};
         StoreRegistration reg = {};
         uint8_t secret[STORE_SECRET_LEN];
-        char bucket[RATE_LIMITER_KEY_MAX], prefix[KEY_PREFIX_SIZE];
+        char bucket[RATE_LIMITER_KEY_MAX], prefix[KEY_PREFIX_SIZE], client[FORWARDED_ADDRESS_STRLEN];
         const char *auth, *key, *name = NULL, *public_key = NULL, *version = NULL, *reason = NULL;
         const void *data;
         size_t len, answer_len = 0;
@@ -151,8 +152,12 @@ int handle_register(RegisterContext *c, HttpExchange *x) {
                 return http_exchange_respond_error(x, 405, "invalid_request_error", "method_not_allowed", NULL,
                                                    "Use POST for %s.", REGISTER_PATH);
         }
-        if (!rate_limiter_take(c->limiter, http_exchange_peer(x), now_usec(CLOCK_MONOTONIC), &retry))
+        /* The client's address: behind a trusted proxy, the one it names (gateway-forwarded.h). */
+        if (!rate_limiter_take(c->limiter, http_exchange_client(x), now_usec(CLOCK_MONOTONIC), &retry)) {
+                log_debug("Registration from %s refused: over RegisterRatePerSource=.",
+                          forwarded_address_to_string(http_exchange_client(x), client));
                 return respond_rate_limited(x, retry, "from this address");
+        }
 
         /* Who: "Authorization: Bearer ic-…" (API key, scope agent) or "Bearer ie-…" (enrollment). */
         auth = http_exchange_header(x, "Authorization");
@@ -246,10 +251,11 @@ int handle_register(RegisterContext *c, HttpExchange *x) {
         {
                 char a[INET_ADDRSTRLEN];
 
-                log_info("%s provider '%s' (id %" PRIi64 ", user %" PRIi64 ") at %s with %s.",
+                log_info("%s provider '%s' (id %" PRIi64 ", user %" PRIi64 ") at %s with %s, from %s.",
                          created ? "Registered new" : "Re-registered", p.name, p.id, p.owner_id,
                          inet_ntop(AF_INET, &p.mesh_address, a, sizeof a),
-                         reg.enrollment_key ? "an enrollment key" : "an API key");
+                         reg.enrollment_key ? "an enrollment key" : "an API key",
+                         forwarded_address_to_string(http_exchange_client(x), client));
         }
 
         /* The hub gets the new (or rotated) peer now; a failure is logged, and the next

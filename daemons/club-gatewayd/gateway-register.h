@@ -25,7 +25,7 @@ typedef struct RegisterContext {
         Store *store;
         Hub *hub;
         const char *endpoint;           /* [WireGuard] Endpoint=, or NULL */
-        RateLimiter *limiter;           /* per source address */
+        RateLimiter *limiter;           /* per client address (http_exchange_client()) */
         RateLimiter *key_limiter;       /* per API key id / enrollment key prefix */
 } RegisterContext;
 

@@ -13,6 +13,7 @@
 #include "gateway-accounting.h"
 #include "gateway-api.h"
 #include "gateway-bus.h"
+#include "gateway-forwarded.h"
 #include "gateway-heartbeat.h"
 #include "gateway-hub.h"
 #include "gateway-metrics.h"
@@ -29,8 +30,9 @@ struct Gateway {
         sd_event *event;
         Store *store;
         Hub *hub;
-        RateLimiter *register_limiter;          /* per source address */
+        RateLimiter *register_limiter;          /* per client address (http_exchange_client()) */
         RateLimiter *register_key_limiter;      /* per API key / enrollment key */
+        TrustedProxies trusted_proxies; /* [Public] TrustedProxies=: whose X-Forwarded-For counts */
         ReplayCache *replay;            /* the nonces of the heartbeats' signatures */
         uint64_t window_sec;            /* the online window */
         char *endpoint;                 /* [WireGuard] Endpoint=, or NULL */
@@ -53,9 +55,11 @@ Gateway *gateway_free(Gateway *g) {
         if (!g)
                 return NULL;
         g->bus = gateway_bus_free(g->bus);      /* first: its methods use the store and the hub */
-        g->metrics = metrics_free(g->metrics);  /* its scrapes ask the store and the API */
+        /* Before the metrics: exchanges closed here still reach the finished hook, which
+         * observes them in the metrics and records them in the accounting. */
         g->public = http_server_free(g->public);
         g->mesh = http_server_free(g->mesh);
+        g->metrics = metrics_free(g->metrics);  /* before the API and the store: its scrapes ask them */
         g->api = gateway_api_free(g->api);      /* after the public server: its exchanges own requests */
         g->accounting = accounting_free(g->accounting); /* after the API: its requests' records come here */
         g->prober = prober_free(g->prober);
@@ -65,6 +69,7 @@ Gateway *gateway_free(Gateway *g) {
         g->register_limiter = rate_limiter_free(g->register_limiter);
         g->register_key_limiter = rate_limiter_free(g->register_key_limiter);
         g->replay = replay_cache_free(g->replay);
+        trusted_proxies_done(&g->trusted_proxies);
         free(g->endpoint);
         sd_event_unref(g->event);
         return mfree(g);
@@ -223,6 +228,8 @@ static int metrics_start(Gateway *g, const GatewayConfig *cfg) {
 static int on_public_request(HttpExchange *x, void *userdata) {
         Gateway *g = userdata;
 
+        /* Who the client is, once, before anything asks http_exchange_client(). */
+        forwarded_resolve(&g->trusted_proxies, x);
         if (streq(http_exchange_path(x), "/healthz"))
                 return handle_healthz(g, x);
         if (streq(http_exchange_path(x), REGISTER_PATH)) {
@@ -347,6 +354,9 @@ int gateway_new(sd_event *event, const GatewayConfig *cfg, int public_fd, int me
                                                    RATE_LIMITER_SLOTS);
         if (!g->register_limiter || !g->register_key_limiter)
                 return log_oom();
+        r = gateway_set_trusted_proxies(g, &cfg->trusted_proxies);
+        if (r < 0)
+                return log_oom();
         r = replay_cache_new(0, 0, &g->replay);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the replay cache for heartbeat signatures: %m");
@@ -450,6 +460,10 @@ int gateway_set_tls(Gateway *g, const char *cert_pem, const char *key_pem) {
                 return r;
         g->tls = cert_pem && key_pem;
         return 0;
+}
+
+int gateway_set_trusted_proxies(Gateway *g, const TrustedProxies *t) {
+        return trusted_proxies_copy(&g->trusted_proxies, t);
 }
 
 void gateway_stop_accepting(Gateway *g) {

@@ -52,6 +52,10 @@ CLUB_DEFINE_CLEANUP(Gateway *, gateway_free);
  * (see http_server_set_tls()). Both NULL: plain HTTP. */
 int gateway_set_tls(Gateway *g, const char *cert_pem, const char *key_pem);
 
+/* Replace the trusted proxies ([Public] TrustedProxies=, copied); from the next request on.
+ * Return: 0 or -ENOMEM (the old list stays). */
+int gateway_set_trusted_proxies(Gateway *g, const TrustedProxies *t);
+
 /* Stop accepting connections on both listeners; requests in flight go on. */
 void gateway_stop_accepting(Gateway *g);
 /* Requests in flight on both listeners. */

@@ -222,12 +222,15 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
             !streq_ptr(cfg->wg_private_key_file, d->config->wg_private_key_file) ||
             cfg->wg_listen_port != d->config->wg_listen_port ||
             !streq_ptr(cfg->wg_endpoint, d->config->wg_endpoint))
-                log_warning("Only LogLevel=, TLSCertificate= and TLSKey= apply on reload; the other changes take a restart.");
+                log_warning("Only LogLevel=, TLSCertificate=, TLSKey= and TrustedProxies= apply on reload; the other changes take a restart.");
         r = gateway_set_tls(d->gateway, cert, key);
         if (r < 0) {
                 log_error_errno(r, "Failed to apply the new certificate, keeping the running one: %m");
                 goto done;
         }
+        r = gateway_set_trusted_proxies(d->gateway, &cfg->trusted_proxies);
+        if (r < 0)
+                log_error_errno(r, "Failed to apply TrustedProxies=, keeping the running list: %m");
         apply_log_level(cfg);
         gateway_config_free(d->config);
         d->config = TAKE_PTR(cfg);

@@ -3,8 +3,6 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "config.h"
@@ -20,7 +18,6 @@
 
 #define HEALTH_FRESH_USEC (5 * USEC_PER_SEC)
 #define PROBE_TIMEOUT_USEC (5 * USEC_PER_SEC)
-#define CONNECTION_TOKENS_MAX 16U
 /* Responses of a known size up to this are collected and sent in one piece. */
 #define SMALL_BODY_MAX (16U * 1024U)
 /* Nonces the mesh listener remembers: ample for one gateway's requests within the window. */
@@ -80,7 +77,7 @@ struct ProxyRequest {
         Proxy *proxy;
         ProxyRequestKind kind;
         HttpExchange *x;               /* NULL once the client side ended */
-        char id[33];
+        char id[HTTP_REQUEST_ID_SIZE];
         char *path;                    /* normalised request path with query */
         char *model;
         bool refreshed;                /* already waited for one refresh round */
@@ -92,12 +89,7 @@ struct ProxyRequest {
         bool started;                  /* response headers went to the client */
         bool counted;                  /* counts towards in_flight */
 
-        /* A small response of known size, collected whole before it is sent. */
-        bool small;
-        unsigned small_status;
-        char *small_body;
-        size_t small_len;
-        size_t small_size;
+        HttpSmallBody small;           /* a small response of known size, collected whole */
 
         ProxyRequest *wait_next, *wait_prev;
 };
@@ -107,87 +99,22 @@ static void proxy_request_continue(ProxyRequest *pr);
 
 /* ---- small helpers --------------------------------------------------------------- */
 
-static void request_id_new(char ret[static 33]) {
-        uint8_t b[16];
-
-        if (getrandom(b, sizeof b, GRND_NONBLOCK) != sizeof b) {
-                uint64_t t = now_usec(CLOCK_MONOTONIC) ^ ((uint64_t) getpid() << 32);
-                memcpy(b, &t, sizeof t);
-                memcpy(b + 8, &t, sizeof t);
-        }
-        /* Not sprintf("%02x") 16 times: that was 2% of a proxied request's CPU. */
-        for (size_t i = 0; i < sizeof b; i++) {
-                ret[2 * i] = "0123456789abcdef"[b[i] >> 4];
-                ret[2 * i + 1] = "0123456789abcdef"[b[i] & 15];
-        }
-        ret[32] = 0;
-}
-
-/* Collapse "//" and drop a trailing "/": "/v1//chat/completions/" → "/v1/chat/completions". */
-static char *path_normalize(const char *target) {
-        const char *q = strchr(target, '?');
-        size_t plen = q ? (size_t) (q - target) : strlen(target);
-        char *out = malloc(strlen(target) + 2), *o = out;
-
-        if (!out)
-                return NULL;
-        for (size_t i = 0; i < plen; i++) {
-                if (target[i] == '/' && o > out && o[-1] == '/')
-                        continue;
-                *o++ = target[i];
-        }
-        if (o == out)
-                *o++ = '/';
-        while (o - out > 1 && o[-1] == '/')
-                o--;
-        if (q) {
-                strcpy(o, q);
-                o += strlen(q);
-        }
-        *o = 0;
-        return out;
-}
-
-static bool path_is(const char *path, const char *want) {
-        size_t l = strlen(want);
-        return strncmp(path, want, l) == 0 && (path[l] == 0 || path[l] == '?');
-}
-
 static int respond_error(HttpExchange *x, const char *id, unsigned status, const char *type, const char *code,
                          const char *param, const char *fmt, ...) _printf_(7, 8);
 
 static int respond_error(HttpExchange *x, const char *id, unsigned status, const char *type, const char *code,
                          const char *param, const char *fmt, ...) {
-        _cleanup_free_ char *msg = NULL;
         va_list ap;
         int r;
 
         if (!x)
                 return 0;
-        va_start(ap, fmt);
-        r = vasprintf(&msg, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        if (id)
-                (void) http_exchange_add_header(x, "x-request-id", id);
         if (status == 503 || status == 429)
                 (void) http_exchange_add_header(x, "Retry-After", "5");
-        return http_exchange_respond_error(x, status, type, code, param, "%s", msg);
-}
-
-static int respond_json(HttpExchange *x, const char *id, unsigned status, json_object *o) {
-        _cleanup_free_ char *s = NULL;
-        size_t len;
-        int r;
-
-        r = jobj_to_string(o, &s, &len);
-        if (r < 0)
-                return r;
-        if (id)
-                (void) http_exchange_add_header(x, "x-request-id", id);
-        (void) http_exchange_add_header(x, "Cache-Control", "no-store");
-        return http_exchange_respond(x, status, "application/json", s, len);
+        va_start(ap, fmt);
+        r = http_respond_errorv(x, id, status, type, code, param, fmt, ap);
+        va_end(ap);
+        return r;
 }
 
 /* ---- request lifetime -------------------------------------------------------------- */
@@ -228,7 +155,7 @@ static ProxyRequest *proxy_request_free(ProxyRequest *pr) {
         free(pr->capability_url);
         free(pr->path);
         free(pr->model);
-        free(pr->small_body);
+        http_small_body_done(&pr->small);
         return mfree(pr);
 }
 
@@ -378,7 +305,7 @@ static int respond_healthz(ProxyRequest *pr) {
             jobj_add(root, "capabilities", TAKE_PTR(caps)) < 0 ||
             jobj_add(root, "upstreams", TAKE_PTR(arr)) < 0)
                 return -ENOMEM;
-        r = respond_json(pr->x, pr->id, n_ok > 0 ? 200 : 503, root);
+        r = http_respond_json(pr->x, pr->id, n_ok > 0 ? 200 : 503, root);
         return r;
 }
 
@@ -432,7 +359,7 @@ static int respond_models(ProxyRequest *pr) {
         data = models_merged(pr->proxy);
         if (!root || !data || jobj_add_string(root, "object", "list") < 0 || jobj_add(root, "data", data) < 0)
                 return -ENOMEM;
-        return respond_json(pr->x, pr->id, 200, root);
+        return http_respond_json(pr->x, pr->id, 200, root);
 }
 
 static int respond_model_get(ProxyRequest *pr) {
@@ -445,7 +372,7 @@ static int respond_model_get(ProxyRequest *pr) {
                 const char *id;
 
                 if (jobj_get_string(o, "id", &id) >= 0 && streq(id, pr->model))
-                        return respond_json(pr->x, pr->id, 200, o);
+                        return http_respond_json(pr->x, pr->id, 200, o);
         }
         return respond_error(pr->x, pr->id, 404, "invalid_request_error", "model_not_found", "model",
                              "The model '%s' does not exist or is not served here.", pr->model);
@@ -453,134 +380,28 @@ static int respond_model_get(ProxyRequest *pr) {
 
 /* ---- forwarding -------------------------------------------------------------------- */
 
-static bool header_in_list(const char *name, const char *const *list, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                if (strcasecmp(name, list[i]) == 0)
-                        return true;
-        return false;
-}
-
-static const char *const hop_by_hop[] = {
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
-        "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-};
-
-/* Request headers that never go upstream: framing is ours, credentials are the client's. */
-static const char *const request_drop[] = {
-        "Host", "Content-Length", "Authorization", "Cookie", "Expect", "Accept-Encoding",
-        "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-IP",
-};
-
-static const char *const response_drop[] = {
-        "Content-Length", "Date", "Server", "Set-Cookie",
-};
-
-typedef struct HeaderCopy {
-        char tokens[CONNECTION_TOKENS_MAX][64];  /* names listed in Connection: are hop-by-hop too */
-        size_t n_tokens;
-        void *target;
-        int error;
-} HeaderCopy;
-
-static void connection_tokens(HeaderCopy *hc, const char *connection) {
-        const char *p = connection;
-
-        while (p && *p && hc->n_tokens < CONNECTION_TOKENS_MAX) {
-                size_t l;
-
-                p += strspn(p, " \t,");
-                l = strcspn(p, " \t,");
-                if (l > 0 && l < sizeof hc->tokens[0]) {
-                        memcpy(hc->tokens[hc->n_tokens], p, l);
-                        hc->tokens[hc->n_tokens++][l] = 0;
-                }
-                p += l;
-        }
-}
-
-static bool header_is_connection_token(HeaderCopy *hc, const char *name) {
-        for (size_t i = 0; i < hc->n_tokens; i++)
-                if (strcasecmp(name, hc->tokens[i]) == 0)
-                        return true;
-        return false;
-}
-
-static int copy_request_header(const char *name, const char *value, void *userdata) {
-        HeaderCopy *hc = userdata;
-
-        if (header_in_list(name, hop_by_hop, ELEMENTSOF(hop_by_hop)) ||
-            header_in_list(name, request_drop, ELEMENTSOF(request_drop)) ||
-            header_is_connection_token(hc, name) ||
-            startswith_no_case(name, "X-Club-"))
-                return 0;
-        /* A header we cannot pass on faithfully is dropped, not mangled. */
-        if (http_request_add_header(hc->target, name, value) == -ENOMEM)
-                return -ENOMEM;
-        return 0;
-}
-
-static int copy_response_header(const char *name, const char *value, void *userdata) {
-        HeaderCopy *hc = userdata;
-        int r;
-
-        if (header_in_list(name, hop_by_hop, ELEMENTSOF(hop_by_hop)) ||
-            header_in_list(name, response_drop, ELEMENTSOF(response_drop)) ||
-            header_is_connection_token(hc, name) ||
-            strcasecmp(name, "x-request-id") == 0)
-                return 0;
-        r = http_exchange_add_header(hc->target, name, value);
-        if (r == -ENOMEM)
-                return r;
-        return 0;
-}
-
-static int proxy_copy_response_headers(ProxyRequest *pr, HttpRequest *req) {
-        HeaderCopy hc = { .target = pr->x };
-        int r;
-
-        connection_tokens(&hc, http_request_response_header(req, "Connection"));
-        r = http_request_foreach_response_header(req, copy_response_header, &hc);
-        if (r < 0)
-                return r;
-        (void) http_exchange_add_header(pr->x, "x-request-id", pr->id);
-        /* Tell buffering proxies in front of us (nginx) to pass the stream through. */
-        (void) http_exchange_add_header(pr->x, "X-Accel-Buffering", "no");
-        return 0;
-}
-
 static int on_upstream_response(HttpRequest *req, unsigned status, void *userdata) {
         ProxyRequest *pr = userdata;
-        const char *cl;
-        uint64_t size = UINT64_MAX;
+        uint64_t size;
         int r;
 
         if (!pr->x)
                 return -ECANCELED;
 
-        cl = http_request_response_header(req, "Content-Length");
-        if (cl && parse_uint64(cl, &size) < 0)
-                size = UINT64_MAX;
+        size = http_response_content_length(req);
 
         /* A small body of known size (a non-streamed completion, an embedding, a model list)
          * is collected and sent with its headers in one write: one syscall and one loop
          * iteration less, and an upstream that fails half-way gives a clean 502. */
         if (size <= SMALL_BODY_MAX) {
-                pr->small = true;
-                pr->small_status = status;
-                pr->small_size = (size_t) size;
-                pr->small_body = malloc(pr->small_size + 1);
-                if (!pr->small_body)
-                        return -ENOMEM;
+                r = http_small_body_begin(&pr->small, status, (size_t) size);
+                if (r < 0)
+                        return r;
                 log_debug("Request %s: upstream %s answered %u.", pr->id, pr->target_name, status);
                 return 0;
         }
 
-        r = proxy_copy_response_headers(pr, req);
-        if (r < 0)
-                return r;
-        r = size != UINT64_MAX
-                ? http_exchange_stream_start_sized(pr->x, status, NULL, size)
-                : http_exchange_stream_start(pr->x, status, NULL);
+        r = http_forward_stream_start(req, pr->x, pr->id, status);
         if (r < 0)
                 return r;
         pr->started = true;
@@ -593,12 +414,10 @@ static ssize_t on_upstream_data(HttpRequest *req, const void *data, size_t len, 
 
         if (!pr->x)
                 return -ECANCELED;
-        if (pr->small) {
-                if (len > pr->small_size - pr->small_len)
-                        return -EPROTO; /* more than it announced */
-                memcpy(pr->small_body + pr->small_len, data, len);
-                pr->small_len += len;
-                return (ssize_t) len;
+        if (pr->small.active) {
+                int r = http_small_body_append(&pr->small, data, len);
+
+                return r < 0 ? r : (ssize_t) len;  /* -EPROTO: more than it announced */
         }
         /* Whatever the client's buffer cannot take now pauses the upstream. */
         return http_exchange_stream_write(pr->x, data, len);
@@ -609,17 +428,17 @@ static void on_upstream_done(HttpRequest *req, int error, void *userdata) {
         Proxy *p = pr->proxy;
         const char *name = pr->target_name;
 
-        if (pr->small && error == 0 && pr->small_len == pr->small_size && pr->x) {
-                int r = proxy_copy_response_headers(pr, req);
+        if (error == 0 && http_small_body_complete(&pr->small) && pr->x) {
+                int r = http_forward_response_headers(req, pr->x, pr->id);
                 if (r >= 0)
-                        r = http_exchange_respond(pr->x, pr->small_status, NULL, pr->small_body, pr->small_len);
+                        r = http_exchange_respond(pr->x, pr->small.status, NULL, pr->small.data, pr->small.len);
                 if (r < 0)
                         (void) respond_error(pr->x, pr->id, 500, "server_error", "internal_error", NULL,
                                              "The agent failed to pass on the answer.");
-        } else if (pr->small && error == 0)
+        } else if (pr->small.active && error == 0)
                 error = -ECONNRESET; /* shorter than announced: libcurl would have said so */
 
-        if (pr->small && error == 0) {
+        if (pr->small.active && error == 0) {
                 /* answered above */
         } else if (pr->started) {
                 if (error == 0)
@@ -657,7 +476,6 @@ static int proxy_forward(ProxyRequest *pr, Upstream *u) {
         Proxy *p = pr->proxy;
         _cleanup_(http_request_freep) HttpRequest *req = NULL;
         _cleanup_free_ char *url = NULL;
-        HeaderCopy hc = {};
         const void *body;
         size_t len;
         int r;
@@ -677,9 +495,7 @@ static int proxy_forward(ProxyRequest *pr, Upstream *u) {
         r = http_request_new(p->client, http_exchange_method(pr->x), url, &req);
         if (r < 0)
                 return r;
-        hc.target = req;
-        connection_tokens(&hc, http_exchange_header(pr->x, "Connection"));
-        r = http_exchange_foreach_header(pr->x, copy_request_header, &hc);
+        r = http_forward_request_headers(pr->x, req, NULL);
         if (r < 0)
                 return r;
         r = u ? upstream_add_auth(u, req) : 0;
@@ -837,24 +653,24 @@ static int proxy_handle(HttpExchange *x, void *userdata) {
         _cleanup_free_ char *path = NULL, *model = NULL;
         const char *method = http_exchange_method(x), *rest;
         ProxyRequestKind kind;
-        char id[33];
+        char id[HTTP_REQUEST_ID_SIZE];
         int r;
 
         p->n_requests++;
-        request_id_new(id);
+        http_request_id_new(id);
 
-        path = path_normalize(http_exchange_target(x));
+        path = http_path_normalize(http_exchange_target(x));
         if (!path)
                 return -ENOMEM;
 
-        if (path_is(path, "/healthz")) {
+        if (http_path_is(path, "/healthz")) {
                 if (!streq(method, "GET") && !streq(method, "HEAD")) {
                         (void) http_exchange_add_header(x, "Allow", "GET");
                         return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,
                                              "Use GET for /healthz.");
                 }
                 kind = PR_HEALTHZ;
-        } else if (path_is(path, "/v1/models")) {
+        } else if (http_path_is(path, "/v1/models")) {
                 if (!streq(method, "GET")) {
                         (void) http_exchange_add_header(x, "Allow", "GET");
                         return respond_error(x, id, 405, "invalid_request_error", "method_not_allowed", NULL,

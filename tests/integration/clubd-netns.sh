@@ -97,36 +97,13 @@ CTL=$T/bin/$(basename "$CLUBCTL")
 key() { sed -n "s/^$1=//p" "$tmp/keys"; }
 
 clubd_netns_setup() {  # UNDERLAY-PREFIX, e.g. 10.83.0
-        local port
         netns_setup "$1"
         start_agent_wg
         GWURL=http://$1.1:8080
+        start_hub_gateway "$1" 1h
+        start_test_upstream "$MODELS"
 
-        mkdir -m 0700 "$tmp/gw-state" "$tmp/agent-state"
-        cat >"$tmp/gatewayd.conf" <<CONF
-[Gateway]
-StatePath=$tmp/gw-state/store.db
-LogLevel=debug
-DBus=no
-ProbeInterval=1h
-
-[WireGuard]
-Interface=$IF
-ListenPort=51820
-Endpoint=$1.1:51820
-CONF
-        "$ADMIN" "$tmp/gw-state/store.db" >"$tmp/keys" || { bad "the admin helper failed"; exit 1; }
-        ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen "$1.1:8080" >>"$tmp/gatewayd.log" 2>&1 &
-        gwpid=$!
-        if ! wait_for 10 in_agent curl -sf -o /dev/null "$GWURL/healthz"; then
-                bad "club-gatewayd did not start"; show "$tmp/gatewayd.log"; exit 1
-        fi
-
-        ip netns exec "$NSA" "$UPSTREAM" --port 0 --models "$MODELS" --name local >"$tmp/upstream.out" 2>&1 &
-        srvpid=$!
-        wait_for 5 grep -q '^PORT=' "$tmp/upstream.out" || { bad "club-test-upstream did not start"; show "$tmp/upstream.out"; exit 1; }
-        port=$(sed -n 's/^PORT=//p' "$tmp/upstream.out")
-
+        mkdir -m 0700 "$tmp/agent-state"
         cat >"$tmp/clubd.conf" <<CONF
 [Agent]
 LogLevel=debug
@@ -140,7 +117,7 @@ Listen=127.0.0.1:8091
 
 [Upstream]
 Name=local
-URL=http://127.0.0.1:$port/v1
+URL=http://127.0.0.1:$UPORT/v1
 CONF
 }
 

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Sourced after gatewayd-netns.sh by the tests that put agents behind a running gateway
 # (test-gatewayd-api.sh, test-gatewayd-capabilities.sh, test-gatewayd-usage.sh): register,
-# heartbeat, start_agent, sfield/efield to read $tmp/resp, and the client's sdk/api/hdr.
+# heartbeat, start_agent, sfield/efield to read $tmp/resp, the client's sdk/api/hdr/expect, and
+# start_public_gateway / stop_gateway / restart_gateway_alone.
 #
-# The caller sets, before calling them: PUBLIC (the gateway's public URL, reached from the
+# The caller sets, before calling them: GATEWAYD and ADMIN (club-gatewayd and
+# gatewayd-admin-helper), PUBLIC (the gateway's public URL, reached from the
 # "vps" namespace), AGENT_URL (the same as agents reach it, for their saved state), AGENT (an
 # API key with the agent scope), HB (club-heartbeat-helper), UPSTREAM (club-test-upstream),
 # CLUBD (clubd, or empty: see start_agent), and optionally AGENT_CONF_EXTRA (text appended to
@@ -25,6 +27,39 @@ agents_netns_setup() {
         extra_pid $!
         extra_sock "$BIF"
         wait_for 5 test -S "$RUNDIR/$BIF.sock" || { fail "wireguard-go did not start for the second agent"; exit 1; }
+}
+
+# start_public_gateway DB: the admin helper's keys for the store DB in $tmp/keys, and AGENT (an
+# agent key), ALICE (alice's inference key) and BOB (bob's agent key) from them; then
+# club-gatewayd with $tmp/gatewayd.conf in "vps" (public listener 0.0.0.0:8080, log
+# $tmp/gatewayd.log), waiting until $PUBLIC/healthz answers.
+start_public_gateway() {
+        "$ADMIN" "$1" >"$tmp/keys" || { fail "the admin helper failed"; exit 1; }
+        AGENT=$(sed -n 's/^agent=//p' "$tmp/keys")
+        ALICE=$(sed -n 's/^inference=//p' "$tmp/keys")
+        BOB=$(sed -n 's/^bob_agent=//p' "$tmp/keys")
+        ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen 0.0.0.0:8080 >"$tmp/gatewayd.log" 2>&1 &
+        gwpid=$!
+        wait_for 10 in_ns curl -sf -o /dev/null "$PUBLIC/healthz" ||
+                { fail "the gateway did not start"; cat "$tmp/gatewayd.log"; exit 1; }
+}
+# stop_gateway DESCRIPTION: SIGTERM, and checks that the gateway exits 0.
+stop_gateway() {
+        kill "$gwpid"
+        wait "$gwpid"
+        check "$1" test $? = 0
+        gwpid=
+}
+# restart_gateway_alone: once the agents are gone, the gateway stopped and started again with
+# HeartbeatWindow=1s (appending to its log); checks that it counts no provider online.
+no_provider_online() { in_ns curl -s "$PUBLIC/healthz" | grep -q '"providers_online":0'; }
+restart_gateway_alone() {
+        stop_gateway "SIGTERM: the gateway exits 0"
+        mkdir -p "$tmp/gatewayd.conf.d"
+        printf '[Gateway]\nHeartbeatWindow=1s\n' >"$tmp/gatewayd.conf.d/window.conf"
+        ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen 0.0.0.0:8080 >>"$tmp/gatewayd.log" 2>&1 &
+        gwpid=$!
+        check "with both agents gone and HeartbeatWindow=1s, no provider is online" wait_for 10 no_provider_online
 }
 
 sfield() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$tmp/resp" "$1" 2>/dev/null; }
@@ -122,7 +157,8 @@ CONF
 # sdk NAME KEY JS-EXPRESSION CLIENT-ARGS… runs the npm openai SDK (tests/openai/client.mjs;
 # source ../openai/sdk.sh first) and checks the expression on its output `o`; api CURL-ARGS…
 # runs curl, setting $code with the body in $tmp/resp and the headers in $tmp/hdr; hdr NAME
-# is one of those headers.
+# is one of those headers; expect DESCRIPTION STATUS [ERROR-CODE] checks api's answer: that
+# status, that error code, and an x-request-id.
 sdk() {
         local name=$1 key=$2 expr=$3 out
         shift 3
@@ -140,6 +176,13 @@ api() {
         code=$(ip netns exec "$NSC" curl -s -m 20 -o "$tmp/resp" -D "$tmp/hdr" -w '%{http_code}' "$@")
 }
 hdr() { sed -n "s/^$1: *//Ip" "$tmp/hdr" | tr -d '\r' | head -1; }
+expect() {
+        if [ "$code" = "$2" ] && { [ -z "${3:-}" ] || [ "$(efield code)" = "$3" ]; } && [ -n "$(hdr x-request-id)" ]; then
+                ok "$1"
+        else
+                fail "$1 (got $code: $(head -c 300 "$tmp/resp"))"
+        fi
+}
 
 # no_secrets_logged SECRET…: none of them in the gateway's log or the agents'.
 no_secrets_logged() {

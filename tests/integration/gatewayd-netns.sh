@@ -7,8 +7,9 @@
 # $$), NS and NSA (the namespaces), IF and AIF (hub and agent interfaces, ≤ 15 characters:
 # /run/wireguard is shared by all namespaces). It gets: $tmp, $PY, $RUNDIR, skip, ok, fail,
 # check, in_ns, in_agent, wait_for, netns_setup UNDERLAY-PREFIX, start_agent_wg, make_cert
-# (a throwaway CA and a certificate, with openssl); and the pid
-# variables wgpid (hub), awgpid (agent), gwpid and srvpid, which cleanup stops on exit.
+# (a throwaway CA and a certificate, with openssl), start_hub_gateway and start_test_upstream
+# (below); and the pid variables wgpid (hub), awgpid (agent), gwpid and srvpid, which cleanup
+# stops on exit.
 # Tests with more namespaces use netns_add NAME UNDERLAY-PREFIX (another namespace joined to
 # "vps" by its own veth) and extra_pid PID / extra_sock IFNAME for what cleanup must stop.
 
@@ -113,6 +114,41 @@ make_cert() {
         openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -set_serial 0x4242 -days 1 \
                 -extfile <(echo "subjectAltName=$2") -out "$d/server.crt"
 } 2>>"$tmp/openssl.log" >/dev/null
+
+# start_hub_gateway UNDERLAY-PREFIX PROBE-INTERVAL: club-gatewayd ($GATEWAYD) in "vps" with the
+# hub on $IF, no D-Bus, its store in $tmp/gw-state, public listener UNDERLAY.1:8080 (plain
+# http), its log in $tmp/gatewayd.log; its keys from $ADMIN in $tmp/keys. Waits until the
+# agent namespace reaches it.
+start_hub_gateway() {
+        mkdir -m 0700 "$tmp/gw-state"
+        cat >"$tmp/gatewayd.conf" <<CONF
+[Gateway]
+StatePath=$tmp/gw-state/store.db
+LogLevel=debug
+DBus=no
+ProbeInterval=$2
+
+[WireGuard]
+Interface=$IF
+ListenPort=51820
+Endpoint=$1.1:51820
+CONF
+        "$ADMIN" "$tmp/gw-state/store.db" >"$tmp/keys" || { fail "the admin helper failed"; exit 1; }
+        ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen "$1.1:8080" >>"$tmp/gatewayd.log" 2>&1 &
+        gwpid=$!
+        wait_for 10 in_agent curl -sf -o /dev/null "http://$1.1:8080/healthz" ||
+                { fail "club-gatewayd did not start"; cat "$tmp/gatewayd.log"; exit 1; }
+}
+
+# start_test_upstream MODELS: club-test-upstream ($UPSTREAM, named "local") on loopback in the
+# agent namespace, its output in $tmp/upstream.out; sets UPORT to its port.
+start_test_upstream() {
+        ip netns exec "$NSA" "$UPSTREAM" --port 0 --models "$1" --name local >"$tmp/upstream.out" 2>&1 &
+        srvpid=$!
+        wait_for 5 grep -q '^PORT=' "$tmp/upstream.out" ||
+                { fail "club-test-upstream did not start"; cat "$tmp/upstream.out"; exit 1; }
+        UPORT=$(sed -n 's/^PORT=//p' "$tmp/upstream.out")
+}
 
 extra_pid() { extra_pids+=("$1"); }
 extra_sock() { extra_socks+=("$1"); }

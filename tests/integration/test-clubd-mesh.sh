@@ -74,33 +74,14 @@ trap mesh_cleanup EXIT
 netns_setup "$UNDERLAY"
 start_agent_wg
 
-mkdir -m 0700 "$tmp/gw-state"
-cat >"$tmp/gatewayd.conf" <<CONF
-[Gateway]
-StatePath=$tmp/gw-state/store.db
-LogLevel=debug
-DBus=no
-ProbeInterval=1s
-
-[WireGuard]
-Interface=$IF
-ListenPort=51820
-Endpoint=$UNDERLAY.1:51820
-CONF
-"$ADMIN" "$tmp/gw-state/store.db" >"$tmp/keys" || { fail "the admin helper failed"; exit 1; }
+start_hub_gateway "$UNDERLAY" 1s
 AGENTKEY=$(sed -n 's/^agent=//p' "$tmp/keys")
 [ -n "$AGENTKEY" ] || { fail "the admin helper made no agent key"; exit 1; }
-ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen "$UNDERLAY.1:8080" >>"$tmp/gatewayd.log" 2>&1 &
-gwpid=$!
-wait_for 10 in_agent curl -sf -o /dev/null "$GWURL/healthz" || { fail "club-gatewayd did not start"; cat "$tmp/gatewayd.log"; exit 1; }
 online_count() { in_agent curl -s -m 5 "$GWURL/healthz" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["providers_online"])' 2>/dev/null; }
 online_is() { [ "$(online_count)" = "$1" ]; }
 
 # ---- the upstream, the capability's service, the bus, clubd ------------------------------------
-ip netns exec "$NSA" "$UPSTREAM" --port 0 --models club-mesh-a,club-mesh-b --name local >"$tmp/upstream.out" 2>&1 &
-srvpid=$!
-wait_for 5 grep -q '^PORT=' "$tmp/upstream.out" || { fail "club-test-upstream did not start"; cat "$tmp/upstream.out"; exit 1; }
-UPORT=$(sed -n 's/^PORT=//p' "$tmp/upstream.out")
+start_test_upstream club-mesh-a,club-mesh-b
 
 mkdir -m 0700 "$tmp/agent-state"
 cat >"$tmp/clubd.conf" <<CONF

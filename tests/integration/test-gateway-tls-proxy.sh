@@ -20,6 +20,14 @@
 #  - no API key: the gateway's 401 with WWW-Authenticate: Bearer and its OpenAI-shaped
 #    JSON, not a page of the proxy's; a body over the gateway's MaxBodySize=: its 413;
 #  - the gateway's x-request-id comes back through the proxy, the same the provider got;
+#  - [Public] TrustedProxies= (RegisterRatePerSource=1: one unauthenticated registration per
+#    client address, the next 429): without it, behind nginx two client addresses (10.91.1.2 and
+#    10.91.1.3 on the client's veth, curl --interface) share the proxy's bucket; after a reload
+#    with TrustedProxies=127.0.0.1 each has its own, and the log lines of a registration and of
+#    an OpenAI request name the client; a client reaching the gateway directly from an
+#    untrusted address (127.0.0.2) and forging X-Forwarded-For stays in its own bucket; a
+#    malformed header from the trusted proxy falls back to the proxy, logged at debug; behind
+#    Caddy the log names the client too; a bad entry stops the start naming FILE:LINE;
 #  - what the proxy tells the gateway, seen by pointing the same file at an echoing
 #    club-test-upstream instead: X-Forwarded-For and X-Real-IP are the client's address
 #    (a forged X-Forwarded-For from the client is replaced), X-Forwarded-Proto https, Host
@@ -67,6 +75,8 @@ trap 'stop_proxy; cleanup' EXIT
 netns_setup 10.91.0
 start_agent_wg
 netns_add "$NSC" 10.91.1
+# A second client address on the same link: curl --interface picks which one a request is from.
+ip -n "$NSC" addr add 10.91.1.3/24 dev g0a$ID
 in_client() { ip netns exec "$NSC" "$@"; }
 
 mkdir -m 0700 "$tmp/state" "$tmp/tls"
@@ -80,6 +90,9 @@ ProbeInterval=1h
 [Public]
 Listen=127.0.0.1:8080
 MaxBodySize=1M
+# One registration per minute per client address (the burst too): the second in a row from
+# the same address is 429, whatever the key. TrustedProxies= comes later, by reload.
+RegisterRatePerSource=1
 
 [WireGuard]
 Interface=$IF
@@ -96,7 +109,8 @@ gwpid=$!
 wait_for 10 in_ns curl -sf -o /dev/null http://127.0.0.1:8080/healthz || { fail "the gateway did not start"; cat "$tmp/gatewayd.log"; exit 1; }
 
 wg genkey >"$tmp/agent.key"
-code=$(in_ns curl -s -o "$tmp/reg.json" -w '%{http_code}' -H "Authorization: Bearer $AGENT" \
+# From 127.0.0.9, not the proxy's 127.0.0.1: its registration bucket stays full for later.
+code=$(in_ns curl -s --interface 127.0.0.9 -o "$tmp/reg.json" -w '%{http_code}' -H "Authorization: Bearer $AGENT" \
         --data-binary "{\"name\":\"tls1\",\"public_key\":\"$(wg pubkey <"$tmp/agent.key")\",\"agent_port\":8090}" \
         http://127.0.0.1:8080/api/v1/agents/register)
 [ "$code" = 201 ] || { fail "registering the provider: $code $(cat "$tmp/reg.json")"; exit 1; }
@@ -208,7 +222,7 @@ assert t[-1] - t[0] >= 0.8, o' "$tmp/stream.json" || cat "$tmp/stream.json"
         head -c 1200000 /dev/zero | tr '\0' a | sed 's/^/{"model":"m-tls","x":"/; s/$/"}/' >"$tmp/big.json"
         client raw -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' --data-binary "@$tmp/big.json" \
                 "https://$NAME/v1/chat/completions"
-        check "$p: a body over the gateway's MaxBodySize=1M: the gateway's own 413, OpenAI-shaped" \
+        check "$p: a body over the gateway's MaxBodySize=1M: the gateway's own 413, OpenAI-shaped (got $code)" \
                 sh -c "[ '$code' = 413 ] && grep -q '\"error\":{' '$tmp/resp'"
         client chat
         in_agent curl -s -m 5 -o "$tmp/last.json" "http://$MESH:8090/_test/last-request"
@@ -232,6 +246,63 @@ assert h.get("x-real-ip") == "10.91.1.2", h
 assert h.get("x-forwarded-proto") == "https", h
 assert h.get("host") == sys.argv[2], h
 assert h.get("authorization") == "Bearer " + sys.argv[3], h' "$tmp/resp" "$NAME" "$KEY" || head -c 600 "$tmp/resp"
+}
+
+# ---- TrustedProxies= ----------------------------------------------------------------------------------------
+# register_from ADDRESS: an unauthenticated registration through the proxy from ADDRESS of
+# the client namespace; prints the status (401: the address's bucket had its token; 429 "from
+# this address": it had none). Each address has one token a minute (RegisterRatePerSource=1).
+register_from() {
+        in_client curl -s -m 10 --interface "$1" --cacert "$tmp/tls/ca.crt" --resolve "$NAME:443:$PROXY_IP" \
+                -o "$tmp/regfrom" -w '%{http_code}' --data-binary '{}' "https://$NAME/api/v1/agents/register"
+}
+# direct SOURCE [CURL-ARGS…]: the same straight to the gateway from the vps's SOURCE (127.0.0.x).
+direct() {
+        local src=$1
+        shift
+        in_ns curl -s -m 10 --interface "$src" -o "$tmp/regfrom" -w '%{http_code}' --data-binary '{}' "$@" \
+                http://127.0.0.1:8080/api/v1/agents/register
+}
+# reload_with LINES: the gateway's [Public] gets LINES (appended to the file), then SIGHUP;
+# waits for the reload's log line.
+reload_with() {
+        local n
+        n=$(grep -c 'Configuration reloaded' "$tmp/gatewayd.log")
+        printf '\n[Public]\n%s\n' "$1" >>"$tmp/gatewayd.conf"
+        kill -HUP "$gwpid"
+        wait_for 10 sh -c "[ \$(grep -c 'Configuration reloaded' '$tmp/gatewayd.log') -gt $n ]"
+}
+
+trust_checks() {  # with nginx in front of the gateway on 8080
+        local a b c
+        # No TrustedProxies= (the default): every client is the proxy, one bucket for all.
+        a=$(register_from 10.91.1.2) b=$(register_from 10.91.1.3)
+        check "without TrustedProxies=: behind nginx all clients share the proxy's registration bucket (10.91.1.2: $a, then 10.91.1.3: $b, expected 401 then 429)" \
+                sh -c "[ '$a' = 401 ] && [ '$b' = 429 ] && grep -q 'from this address' '$tmp/regfrom'"
+
+        reload_with 'TrustedProxies=127.0.0.1 ::1' || { fail "the gateway did not reload"; return; }
+        ok "TrustedProxies=127.0.0.1 ::1 applied by a reload (SIGHUP)"
+        a=$(register_from 10.91.1.2) b=$(register_from 10.91.1.2) c=$(register_from 10.91.1.3)
+        check "TrustedProxies=127.0.0.1: each client behind nginx has its own bucket (10.91.1.2: $a then $b, 10.91.1.3: $c; expected 401, 429, 401)" \
+                sh -c "[ '$a' = 401 ] && [ '$b' = 429 ] && [ '$c' = 401 ]"
+        check "the gateway's log names the client behind the proxy, not the proxy" \
+                grep -q 'Registration from 10.91.1.2 refused: over RegisterRatePerSource=' "$tmp/gatewayd.log"
+        in_client curl -s -m 20 --interface 10.91.1.3 --cacert "$tmp/tls/ca.crt" --resolve "$NAME:443:$PROXY_IP" -o /dev/null \
+                -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+                --data-binary '{"model":"m-tls","messages":[{"role":"user","content":"hi"}]}' "https://$NAME/v1/chat/completions"
+        check "an OpenAI request's log line names the client behind the proxy (10.91.1.3)" \
+                wait_for 5 grep -q 'Request [0-9a-f]* from 10\.91\.1\.3: plain /v1/chat/completions' "$tmp/gatewayd.log"
+
+        # A client that reaches the gateway itself (from 127.0.0.2, not trusted) forges
+        # X-Forwarded-For: ignored, its own address is the bucket however it varies the header.
+        a=$(direct 127.0.0.2 -H 'X-Forwarded-For: 198.51.100.1') b=$(direct 127.0.0.2 -H 'X-Forwarded-For: 198.51.100.2')
+        check "a direct, untrusted client forging X-Forwarded-For gets no bucket of its own (127.0.0.2: $a then $b, expected 401 then 429)" \
+                sh -c "[ '$a' = 401 ] && [ '$b' = 429 ]"
+        check "…and the log names its own address" grep -q 'Registration from 127.0.0.2 refused' "$tmp/gatewayd.log"
+        # A trusted peer with a header that is not an address: the peer counts, logged at debug.
+        direct 127.0.0.1 -H 'X-Forwarded-For: unknown' >/dev/null
+        check "a malformed X-Forwarded-For from a trusted proxy: the proxy's own address counts, logged at debug" \
+                grep -q 'X-Forwarded-For of trusted proxy 127.0.0.1 is malformed' "$tmp/gatewayd.log"
 }
 
 # ---- nginx ---------------------------------------------------------------------------------------------------
@@ -262,6 +333,7 @@ CONF
 if start_nginx 8080; then
         ok "nginx: the example passes nginx -t and serves"
         proxy_checks nginx
+        trust_checks
 else
         fail "nginx did not start with the example"; cat "$tmp/nginx/error.log"
 fi
@@ -288,12 +360,25 @@ start_caddy() {
 if start_caddy 8080; then
         ok "Caddy: the example passes caddy validate and serves"
         proxy_checks Caddy
+        # TrustedProxies=127.0.0.1 since trust_checks: the X-Forwarded-For Caddy sets counts.
+        check "Caddy: with TrustedProxies=, the gateway's log names the client behind Caddy (10.91.1.2)" \
+                grep -q 'Request [0-9a-f]* from 10\.91\.1\.2: plain /v1/chat/completions' "$tmp/gatewayd.log"
 else
         fail "Caddy did not start with the example"; tail -20 "$tmp/caddy/caddy.log"
 fi
 stop_proxy
 if start_caddy "$ECHO_PORT"; then echo_checks Caddy; else fail "Caddy did not start in front of the echo"; fi
 stop_proxy
+
+# A TrustedProxies= entry that is not an address or network stops the start, naming FILE:LINE.
+printf '[Public]\nListen=127.0.0.1:0\nTrustedProxies=127.0.0.1 10.0.0.1/8\n' >"$tmp/bad.conf"
+in_ns timeout 10 "$GATEWAYD" -c "$tmp/bad.conf" >"$tmp/bad.log" 2>&1
+rc=$?
+check "TrustedProxies=10.0.0.1/8 (host bits set) stops the start naming FILE:LINE (exit $rc)" \
+        sh -c "[ $rc = 1 ] && grep -q '$tmp/bad.conf:3: .*TrustedProxies' '$tmp/bad.log'" || cat "$tmp/bad.log"
+printf '[Public]\nTrustedProxies=127.0.0.1, ::1\tfd00::/8\nTrustedProxies=10.0.0.0/8\n' >"$tmp/good.conf"
+check "TrustedProxies= takes spaces, tabs and commas between entries, and more than one line (--check-config)" \
+        sh -c "'$GATEWAYD' --check-config -c '$tmp/good.conf' >/dev/null"
 
 check "no API key in the gateway's log" sh -c "! grep -qF '$KEY' '$tmp/gatewayd.log' && ! grep -qF '$AGENT' '$tmp/gatewayd.log'"
 if [ "$failures" -gt 0 ]; then

@@ -105,17 +105,8 @@ check "bad [Public] values for the API are refused, each naming FILE:LINE" sh -c
         grep -q 'bad.conf:3: Invalid value for \[Public\] MaxAttempts=0' '$tmp/bad.log' && \
         grep -q 'bad.conf:4: Invalid value for \[Public\] FirstByteTimeout=soon' '$tmp/bad.log'"
 
-"$ADMIN" "$tmp/state/store.db" >"$tmp/keys" || { fail "the admin helper failed"; exit 1; }
-AGENT=$(sed -n 's/^agent=//p' "$tmp/keys")
-ALICE=$(sed -n 's/^inference=//p' "$tmp/keys")
-BOB=$(sed -n 's/^bob_agent=//p' "$tmp/keys")
-
-ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen 0.0.0.0:8080 >"$tmp/gatewayd.log" 2>&1 &
-gwpid=$!
-wait_for 10 in_ns curl -sf -o /dev/null "$PUBLIC/healthz" || { fail "the gateway did not start"; cat "$tmp/gatewayd.log"; exit 1; }
+start_public_gateway "$tmp/state/store.db"
 ok "the gateway started"
-
-hdr() { sed -n "s/^$1: *//Ip" "$tmp/hdr" | tr -d '\r' | head -1; }
 
 start_agent a1 "$NSA" "$AIF" alpha m-private,m-common
 PID_A=$PIDV ADDR_A=$ADDR SECRET_A=$SECRET AGENT_A=$AGPID STATS_A=$STATS
@@ -135,19 +126,6 @@ check "…and their heartbeats carry every model" wait_for 15 models_listed
 check "a2 is shared with everyone" "$ADMIN" "$tmp/state/store.db" share "$PID_B" everyone
 
 # ---- the openai SDK from the client namespace -----------------------------------------------
-sdk() {  # NAME KEY JS-EXPRESSION CLIENT-ARGS…   (the expression sees the client's output as `o`)
-        local name=$1 key=$2 expr=$3 out
-        shift 3
-        out=$(ip netns exec "$NSC" node "$SDK_DIR/client.mjs" --base-url "$BASE/v1" --api-key "$key" "$@" 2>&1)
-        if node -e 'const o = JSON.parse(process.argv[1]); process.exit(eval(process.argv[2]) ? 0 : 1)' \
-                "$out" "$expr" 2>/dev/null; then
-                ok "$name"
-        else
-                fail "$name"
-                echo "#   expected: $expr"
-                echo "#   got: $out"
-        fi
-}
 five='"tok0 tok1 tok2 tok3 tok4 "'
 sdk "SDK: alice lists m-common, m-private, m-shared" "$ALICE" \
         'o.ok && JSON.stringify(o.models) === JSON.stringify(["m-common","m-private","m-shared"]) && o.owned_by.every(x => x === "club")' \
@@ -182,16 +160,6 @@ sdk "SDK: a stream that dies half-way is an error" "$ALICE" \
 
 # ---- curl: the hop, errors -------------------------------------------------------------------
 sleep 1.1  # a1 is skipped for FailureBackoff=1s after the stream that died
-api() {  # CURL-ARGS…: sets $code; body in $tmp/resp, headers in $tmp/hdr
-        code=$(ip netns exec "$NSC" curl -s -m 20 -o "$tmp/resp" -D "$tmp/hdr" -w '%{http_code}' "$@")
-}
-expect() {  # DESCRIPTION STATUS [ERROR-CODE]
-        if [ "$code" = "$2" ] && { [ -z "${3:-}" ] || [ "$(efield code)" = "$3" ]; } && [ -n "$(hdr x-request-id)" ]; then
-                ok "$1"
-        else
-                fail "$1 (got $code: $(head -c 300 "$tmp/resp"))"
-        fi
-}
 chat() { printf '{"model":"%s","messages":[{"role":"user","content":"hi"}]%s}' "$1" "${2:-}"; }
 
 api -H "Authorization: Bearer $ALICE" -H 'Cookie: session=1' -H 'X-Forwarded-For: 192.0.2.9' \
@@ -348,14 +316,7 @@ check "the slow request on a2 finished" grep -q 'tok4' "$tmp/slow"
 # ---- nobody online ------------------------------------------------------------------------------
 kill "$AGENT_B"
 wait "$AGENT_B" 2>/dev/null
-kill "$gwpid"
-wait "$gwpid"
-check "SIGTERM: the gateway exits 0" test $? = 0
-mkdir -p "$tmp/gatewayd.conf.d"
-printf '[Gateway]\nHeartbeatWindow=1s\n' >"$tmp/gatewayd.conf.d/window.conf"
-ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen 0.0.0.0:8080 >>"$tmp/gatewayd.log" 2>&1 &
-gwpid=$!
-check "with both agents gone and HeartbeatWindow=1s, no provider is online" wait_for 10 providers_online 0
+restart_gateway_alone
 api -H "Authorization: Bearer $ALICE" --data-binary "$(chat m-common)" "$BASE/v1/chat/completions"
 expect "no provider online: 503" 503 no_provider_online
 check "…with Retry-After" test -n "$(hdr retry-after)"
@@ -363,9 +324,6 @@ api -H "Authorization: Bearer $ALICE" "$BASE/v1/models"
 check "…and an empty model list" sh -c "[ $code = 200 ] && grep -q '\"data\":\[\]' $tmp/resp"
 
 no_secrets_logged "$SECRET_A" "$SECRET_B" "$ALICE" "$BOB" "$AGENT"
-kill "$gwpid"
-wait "$gwpid"
-check "SIGTERM: the restarted gateway exits 0" test $? = 0
-gwpid=
+stop_gateway "SIGTERM: the restarted gateway exits 0"
 
 agents_summary

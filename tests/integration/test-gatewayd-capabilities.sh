@@ -102,14 +102,7 @@ Listen=127.0.0.1:9464
 MaxSeries=4
 CONF
 
-"$ADMIN" "$tmp/state/store.db" >"$tmp/keys" || { fail "the admin helper failed"; exit 1; }
-AGENT=$(sed -n 's/^agent=//p' "$tmp/keys")
-ALICE=$(sed -n 's/^inference=//p' "$tmp/keys")
-BOB=$(sed -n 's/^bob_agent=//p' "$tmp/keys")
-
-ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen 0.0.0.0:8080 >"$tmp/gatewayd.log" 2>&1 &
-gwpid=$!
-wait_for 10 in_ns curl -sf -o /dev/null "$PUBLIC/healthz" || { fail "the gateway did not start"; cat "$tmp/gatewayd.log"; exit 1; }
+start_public_gateway "$tmp/state/store.db"
 check "the gateway serves metrics on 127.0.0.1:9464" grep -q 'Serving Prometheus metrics on http://127.0.0.1:9464/metrics' "$tmp/gatewayd.log"
 
 # The capability service: answers every POST with what it got (path, headers, body) and its
@@ -173,17 +166,6 @@ start_agent a2 "$NSB" "$BIF" beta m-b
 PID_B=$PIDV SECRET_B=$SECRET AGENT_B=$AGPID
 check "a2 is shared with everyone" "$ADMIN" "$tmp/state/store.db" share "$PID_B" everyone
 
-api() {  # CURL-ARGS…: sets $code; body in $tmp/resp, headers in $tmp/hdr
-        code=$(ip netns exec "$NSC" curl -s -m 20 -o "$tmp/resp" -D "$tmp/hdr" -w '%{http_code}' "$@")
-}
-hdr() { sed -n "s/^$1: *//Ip" "$tmp/hdr" | tr -d '\r' | head -1; }
-expect() {  # DESCRIPTION STATUS [ERROR-CODE]
-        if [ "$code" = "$2" ] && { [ -z "${3:-}" ] || [ "$(efield code)" = "$3" ]; } && [ -n "$(hdr x-request-id)" ]; then
-                ok "$1"
-        else
-                fail "$1 (got $code: $(head -c 300 "$tmp/resp"))"
-        fi
-}
 # Checks on $tmp/resp with python: ASSERTION (sees the answer as `r`).
 resp() { "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$tmp/resp" "$1" 2>/dev/null; }
 expect_resp() {  # DESCRIPTION STATUS ASSERTION
@@ -405,15 +387,7 @@ check "…and is not reachable from the client namespace (loopback only)" test "
 # ---- nobody online -----------------------------------------------------------------------------------------
 kill "$AGENT_B"
 wait "$AGENT_B" 2>/dev/null
-kill "$gwpid"
-wait "$gwpid"
-check "SIGTERM: the gateway exits 0" test $? = 0
-mkdir -p "$tmp/gatewayd.conf.d"
-printf '[Gateway]\nHeartbeatWindow=1s\n' >"$tmp/gatewayd.conf.d/window.conf"
-ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen 0.0.0.0:8080 >>"$tmp/gatewayd.log" 2>&1 &
-gwpid=$!
-nobody_online() { in_ns curl -s "$PUBLIC/healthz" | grep -q '"providers_online":0'; }
-check "with both agents gone and HeartbeatWindow=1s, no provider is online" wait_for 10 nobody_online
+restart_gateway_alone
 api -H "Authorization: Bearer $ALICE" --data-binary '{}' "$CAPS/echo/exec"
 expect "exec with no provider online: 503" 503 no_provider_online
 check "…with Retry-After" test -n "$(hdr retry-after)"
@@ -426,9 +400,6 @@ check "the restarted gateway's metrics: the one exec, unavailable, 503" \
         grep -q '^club_gateway_request_errors_total{api="capability",provider="none",model="echo",status="503"} 1$' "$tmp/metrics2"
 
 no_secrets_logged "$SECRET_A" "$SECRET_B" "$ALICE" "$BOB" "$AGENT"
-kill "$gwpid"
-wait "$gwpid"
-check "SIGTERM: the restarted gateway exits 0" test $? = 0
-gwpid=
+stop_gateway "SIGTERM: the restarted gateway exits 0"
 
 agents_summary "$tmp/metrics"

@@ -89,13 +89,7 @@ check "bad [Limits] and [Usage] values are refused, each naming FILE:LINE" sh -c
         grep -q 'bad.conf:3: Invalid value for \[Limits\] TokensPerMinute=lots' '$tmp/bad.log' && \
         grep -q 'bad.conf:5: Invalid value for \[Usage\] Retention=1s' '$tmp/bad.log'"
 
-"$ADMIN" "$DB" >"$tmp/keys" || { fail "the admin helper failed"; exit 1; }
-AGENT=$(sed -n 's/^agent=//p' "$tmp/keys")
-ALICE=$(sed -n 's/^inference=//p' "$tmp/keys")
-
-ip netns exec "$NS" "$GATEWAYD" -c "$tmp/gatewayd.conf" --listen 0.0.0.0:8080 >"$tmp/gatewayd.log" 2>&1 &
-gwpid=$!
-wait_for 10 in_ns curl -sf -o /dev/null "$PUBLIC/healthz" || { fail "the gateway did not start"; cat "$tmp/gatewayd.log"; exit 1; }
+start_public_gateway "$DB"
 ok "the gateway started"
 
 # ---- the agent --------------------------------------------------------------------------------
@@ -277,10 +271,7 @@ check "a body over MaxBodySize=64K: 413 request_too_large" sh -c "[ $code = 413 
 no_secrets_logged "$ALICE" "$AGENT" "$RPM_KEY" "$TPM_KEY" "$STR_KEY" "$ZERO_KEY" "$SECRET"
 n_before=$("$PY" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM usage").fetchone()[0])' "$DB")
 api -H "Authorization: Bearer $ALICE" --data-binary "$(chat)" "$BASE/v1/chat/completions"
-kill "$gwpid"
-wait "$gwpid"
-check "SIGTERM: the gateway exits 0" test $? = 0
-gwpid=
+stop_gateway "SIGTERM: the gateway exits 0"
 check "…having written the last request's row on the way out" rows "len(r) == $n_before + 1 and r[-1]['outcome'] == 'ok'"
 
 if [ "$failures" != 0 ]; then

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "cleanup.h"
 #include "http-client.h"
+#include "http-forward.h"
 #include "http-server.h"
 #include "http-test-util.h"
 
@@ -509,11 +511,22 @@ START_TEST(test_refused_header_recovers)
 }
 END_TEST
 
-/* A fresh 401 carries WWW-Authenticate; other errors do not. */
+/* A fresh 401 carries WWW-Authenticate; other errors do not. http_respond_error() and
+ * http_respond_json() (lib/http-forward) add the request's id. */
 static int handle_error(Test *t, HttpExchange *x) {
         const char *p = http_exchange_path(x);
 
-        if (streq(p, "/401"))
+        if (streq(p, "/with-id"))
+                ck_assert_int_eq(http_respond_error(x, "0123abcd", 503, "server_error", "no_upstream", NULL,
+                                                    "No %s here.", "upstream"), 0);
+        else if (streq(p, "/json")) {
+                _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+
+                ck_assert_int_eq(jobj_add_string(o, "object", "list"), 0);
+                ck_assert_int_eq(http_respond_json(x, "0123abcd", 202, o), 0);
+        } else if (streq(p, "/json-no-id"))
+                ck_assert_int_eq(http_respond_json(x, NULL, 200, NULL), 0);
+        else if (streq(p, "/401"))
                 ck_assert_int_eq(http_exchange_respond_error(x, 401, "invalid_request_error", "invalid_api_key",
                                                              NULL, "Incorrect API key provided: %s.", "sk-…7"), 0);
         else if (streq(p, "/404"))
@@ -539,6 +552,8 @@ START_TEST(test_respond_error)
                 const char *body;
                 const char *www_authenticate;
                 const char *content_type;
+                const char *request_id;
+                const char *cache_control;
         } t_[] = {
                 { "/401", 401,
                   "{\"error\":{\"message\":\"Incorrect API key provided: sk-…7.\",\"type\":\"invalid_request_error\","
@@ -553,6 +568,11 @@ START_TEST(test_respond_error)
                   "{\"error\":{\"message\":\"The server failed to handle the request.\",\"type\":\"server_error\","
                   "\"param\":null,\"code\":\"internal_error\"}}", NULL, "application/json" },
                 { "/fail-answered", 418, "teapot", NULL, "text/plain" },
+                { "/with-id", 503,
+                  "{\"error\":{\"message\":\"No upstream here.\",\"type\":\"server_error\","
+                  "\"param\":null,\"code\":\"no_upstream\"}}", NULL, "application/json", "0123abcd" },
+                { "/json", 202, "{\"object\":\"list\"}", NULL, "application/json", "0123abcd", "no-store" },
+                { "/json-no-id", 200, "null", NULL, "application/json", NULL, "no-store" },
         };
         Test t;
         Resp r;
@@ -569,6 +589,12 @@ START_TEST(test_respond_error)
                         ck_assert_str_eq(resp_header(&r, "WWW-Authenticate"), t_[i].www_authenticate);
                 else
                         ck_assert_ptr_null(resp_header(&r, "WWW-Authenticate"));
+                if (t_[i].request_id)
+                        ck_assert_str_eq(resp_header(&r, "x-request-id"), t_[i].request_id);
+                if (t_[i].cache_control)
+                        ck_assert_str_eq(resp_header(&r, "Cache-Control"), t_[i].cache_control);
+                else
+                        ck_assert_ptr_null(resp_header(&r, "Cache-Control"));
                 resp_done(&r);
         }
         ck_assert_uint_eq(t.n_handled, ELEMENTSOF(t_));
@@ -1070,6 +1096,20 @@ static int handle_inspect(Test *t, HttpExchange *x) {
         ck_assert_ptr_nonnull(peer);
         ck_assert_int_eq(peer->sin_family, AF_INET);
         ck_assert_uint_eq(ntohl(peer->sin_addr.s_addr), INADDR_LOOPBACK);
+        /* The client is the peer until the application says otherwise, and again after NULL. */
+        ck_assert_ptr_eq(http_exchange_client(x), (const struct sockaddr *) peer);
+        {
+                struct sockaddr_in6 c = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+                const struct sockaddr_in6 *got;
+
+                http_exchange_set_client(x, (struct sockaddr *) &c);
+                c.sin6_family = AF_UNSPEC;      /* copied, not borrowed */
+                got = (const struct sockaddr_in6 *) http_exchange_client(x);
+                ck_assert_int_eq(got->sin6_family, AF_INET6);
+                ck_assert(IN6_IS_ADDR_LOOPBACK(&got->sin6_addr));
+                http_exchange_set_client(x, NULL);
+                ck_assert_ptr_eq(http_exchange_client(x), (const struct sockaddr *) peer);
+        }
         ck_assert_uint_gt(http_exchange_start_usec(x), 0);
         ck_assert_uint_le(http_exchange_start_usec(x), now);
         ck_assert_uint_gt(http_exchange_start_usec(x) + 5 * USEC_PER_SEC, now);

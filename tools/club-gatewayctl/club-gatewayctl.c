@@ -633,17 +633,40 @@ static const char *format_key_limits(json_object *k, char *buf, size_t size) {
         return buf;
 }
 
-static int keys_list(sd_bus *bus, char **args) {
-        _cleanup_(json_object_putp) json_object *a = NULL;
-        sd_bus_message *m = method_new(bus, "ListApiKeys");
-        Table t = { .n_columns = 9,
-                    .headers = { "ID", "USER", "NAME", "PREFIX", "SCOPES", "STATE", "EXPIRES", "LAST-USED", "LIMITS" } };
+/* List…Keys for --user=NAME (everyone's without it): the records, or NULL once printed as JSON. */
+static json_object *read_keys(sd_bus *bus, const char *method) {
+        sd_bus_message *m = method_new(bus, method);
         int r;
 
         r = sd_bus_message_append(m, "s", strempty(arg_user));
         if (r < 0)
                 bad_reply(r);
-        a = read_call(bus, m, true);
+        return read_call(bus, m, true);
+}
+
+/* Create…Key (@m, its arguments appended): prints the new key and its secret, shown only now. */
+static int create_key(sd_bus *bus, sd_bus_message *m, const char *what) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *k = NULL;
+        const char *secret;
+        int r;
+
+        reply = bus_call(bus, m, GATEWAY_ACTION_MANAGE_KEYS);
+        (void) sd_bus_message_sensitive(reply);         /* wiped when freed: it holds the secret */
+        k = read_record(reply);
+        r = sd_bus_message_read(reply, "s", &secret);
+        if (r < 0)
+                bad_reply(r);
+        print_secret(k, secret, what);
+        return EXIT_OK;
+}
+
+static int keys_list(sd_bus *bus, char **args) {
+        _cleanup_(json_object_putp) json_object *a = NULL;
+        Table t = { .n_columns = 9,
+                    .headers = { "ID", "USER", "NAME", "PREFIX", "SCOPES", "STATE", "EXPIRES", "LAST-USED", "LIMITS" } };
+
+        a = read_keys(bus, "ListApiKeys");
         if (!a)
                 return EXIT_OK;
         for (size_t i = 0; i < json_object_array_length(a); i++) {
@@ -663,11 +686,8 @@ static int keys_list(sd_bus *bus, char **args) {
 }
 
 static int keys_create(sd_bus *bus, char **args) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) json_object *k = NULL;
         _cleanup_(config_strv_freep) char **scopes = NULL;
         sd_bus_message *m;
-        const char *secret;
         uint64_t expires;
         int r;
 
@@ -685,14 +705,7 @@ static int keys_create(sd_bus *bus, char **args) {
                 r = sd_bus_message_append(m, "t", expires);
         if (r < 0)
                 bad_reply(r);
-        reply = bus_call(bus, m, GATEWAY_ACTION_MANAGE_KEYS);
-        (void) sd_bus_message_sensitive(reply);         /* wiped when freed: it holds the secret */
-        k = read_record(reply);
-        r = sd_bus_message_read(reply, "s", &secret);
-        if (r < 0)
-                bad_reply(r);
-        print_secret(k, secret, "API key");
-        return EXIT_OK;
+        return create_key(bus, m, "API key");
 }
 
 static uint64_t id_arg(const char *s, const char *what) {
@@ -726,15 +739,10 @@ static int keys_revoke(sd_bus *bus, char **args) {
 
 static int enroll_list(sd_bus *bus, char **args) {
         _cleanup_(json_object_putp) json_object *a = NULL;
-        sd_bus_message *m = method_new(bus, "ListEnrollmentKeys");
         Table t = { .n_columns = 9,
                     .headers = { "ID", "USER", "NAME", "PREFIX", "KIND", "USES", "STATE", "TAGS", "EXPIRES" } };
-        int r;
 
-        r = sd_bus_message_append(m, "s", strempty(arg_user));
-        if (r < 0)
-                bad_reply(r);
-        a = read_call(bus, m, true);
+        a = read_keys(bus, "ListEnrollmentKeys");
         if (!a)
                 return EXIT_OK;
         for (size_t i = 0; i < json_object_array_length(a); i++) {
@@ -755,10 +763,7 @@ static int enroll_list(sd_bus *bus, char **args) {
 }
 
 static int enroll_create(sd_bus *bus, char **args) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) json_object *k = NULL;
         sd_bus_message *m;
-        const char *secret;
         uint64_t expires;
         int r;
 
@@ -775,14 +780,7 @@ static int enroll_create(sd_bus *bus, char **args) {
                 r = sd_bus_message_append(m, "t", expires);
         if (r < 0)
                 bad_reply(r);
-        reply = bus_call(bus, m, GATEWAY_ACTION_MANAGE_KEYS);
-        (void) sd_bus_message_sensitive(reply);         /* wiped when freed: it holds the secret */
-        k = read_record(reply);
-        r = sd_bus_message_read(reply, "s", &secret);
-        if (r < 0)
-                bad_reply(r);
-        print_secret(k, secret, "enrollment key");
-        return EXIT_OK;
+        return create_key(bus, m, "enrollment key");
 }
 
 static int enroll_revoke(sd_bus *bus, char **args) {
