@@ -312,6 +312,7 @@ static int parse_buffer(ConfigParse *p, const char *file, const char *buf, size_
                                 e--;
                 }
 
+                assert(s <= e);
                 if (!bad && memchr(s, 0, (size_t) (e - s)))
                         bad = "Line contains a NUL byte.";
                 if (!bad && s < e) {

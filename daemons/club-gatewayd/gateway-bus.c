@@ -80,7 +80,7 @@ static int converge_hub(GatewayBus *b, sd_bus_error *error, const char *done) {
 /* ---- reading arguments ------------------------------------------------------------------- */
 
 static int read_string(sd_bus_message *m, const char *what, const char **ret, sd_bus_error *error) {
-        const char *s;
+        const char *s = NULL;
         int r;
 
         r = sd_bus_message_read(m, "s", &s);
@@ -462,7 +462,7 @@ static int append_provider(sd_bus_message *m, const StoreProvider *p, const User
 static int method_create_user(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         GatewayBus *b = userdata;
         _cleanup_(store_strv_freep) char **tags = NULL;
-        const char *name;
+        const char *name = NULL;
         int admin, r;
         int64_t id;
 
@@ -520,7 +520,7 @@ static int method_get_user(sd_bus_message *m, void *userdata, sd_bus_error *erro
         GatewayBus *b = userdata;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(store_user_deinit) StoreUser u = {};
-        const char *name;
+        const char *name = NULL;
         int r;
 
         r = read_string(m, "user name", &name, error);
@@ -544,7 +544,7 @@ static int method_get_user(sd_bus_message *m, void *userdata, sd_bus_error *erro
 static int method_delete_user(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         GatewayBus *b = userdata;
         _cleanup_(store_user_deinit) StoreUser u = {};
-        const char *name;
+        const char *name = NULL;
         int r;
 
         r = read_string(m, "user name", &name, error);
@@ -576,7 +576,7 @@ static int method_set_user_tags(sd_bus_message *m, void *userdata, sd_bus_error 
         GatewayBus *b = userdata;
         _cleanup_(store_user_deinit) StoreUser u = {};
         _cleanup_(store_strv_freep) char **tags = NULL;
-        const char *name;
+        const char *name = NULL;
         int r;
 
         r = read_string(m, "user name", &name, error);
@@ -610,7 +610,7 @@ static int list_keys(GatewayBus *b, sd_bus_message *m, KeyKind kind, sd_bus_erro
         StoreApiKey *api = NULL;
         StoreEnrollmentKey *enr = NULL;
         size_t n = 0;
-        const char *user;
+        const char *user = NULL;
         int64_t user_id;
         int r;
 
@@ -730,9 +730,9 @@ static int method_create_api_key(sd_bus_message *m, void *userdata, sd_bus_error
         _cleanup_(store_api_key_deinit) StoreApiKey k = {};
         _cleanup_(store_strv_freep) char **scope_list = NULL;
         _cleanup_(erase_and_freep) char *secret = NULL;
-        const char *user, *name;
+        const char *user = NULL, *name = NULL;
         uint64_t expires;
-        unsigned scopes;
+        unsigned scopes = 0;
         int r;
 
         r = read_string(m, "user name", &user, error);
@@ -788,7 +788,7 @@ static int method_create_enrollment_key(sd_bus_message *m, void *userdata, sd_bu
         _cleanup_(store_enrollment_key_deinit) StoreEnrollmentKey k = {};
         _cleanup_(store_strv_freep) char **tags = NULL;
         _cleanup_(erase_and_freep) char *secret = NULL;
-        const char *user, *name;
+        const char *user = NULL, *name = NULL;
         int reusable, ephemeral, r;
         uint64_t expires;
 
@@ -1073,7 +1073,7 @@ static int method_set_provider_sharing(sd_bus_message *m, void *userdata, sd_bus
         _cleanup_(store_strv_freep) char **users = NULL, **tags = NULL;
         _cleanup_free_ int64_t *user_ids = NULL;
         StoreSharing sharing = {};
-        const char *mode;
+        const char *mode = NULL;
         size_t n_users;
         uint64_t id;
         int r;
@@ -1159,7 +1159,7 @@ static int method_set_provider_tags(sd_bus_message *m, void *userdata, sd_bus_er
 static int property_get_string(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         GatewayBus *b = userdata;
-        const char *v;
+        const char *v = NULL;
 
         if (streq(property, "Version"))
                 v = PACKAGE_VERSION;

@@ -817,7 +817,7 @@ static int sqlite_open(Store *s, const char *path) {
 }
 
 static int sqlite_schema_version(Store *s, unsigned *ret) {
-        int64_t v;
+        int64_t v = 0;
         int r;
 
         r = query_int(s->data, "PRAGMA user_version", &v);
