@@ -16,6 +16,15 @@ build=(meson ninja-build pkg-config gcc libc6-dev
 tests=(python3 curl openssl socat procps util-linux iproute2 iputils-ping wireguard-go wireguard-tools
        qemu-system-x86 busybox-static cpio linux-image-amd64 ca-certificates
        dbus-daemon polkitd systemd)
+# Packaging (with debhelper and debootstrap, below): lintian checks the Debian packages,
+# systemd-container boots Debian 12 with systemd as PID 1 to install and use them
+# (tests/packaging/test-deb-nspawn.sh); man-db and groff-base check the man pages.
+tests+=(lintian systemd-container man-db groff-base)
+# Packaging: rpmbuild, rpm and rpm2cpio build and read the RPMs (packaging/rpm) on Debian.
+tests+=(rpm)
+# The booted package tests: debootstrap makes their Debian tree (tests/packaging/rootfs.sh),
+# dpkg-dev and debhelper build the .debs they install (packaging/debian/build.sh).
+tests+=(debootstrap dpkg-dev debhelper)
 # The TLS-terminating proxy examples (examples/) are tested with the real nginx (above) and
 # Caddy (test-gateway-tls-proxy.sh).
 tests+=(caddy)
