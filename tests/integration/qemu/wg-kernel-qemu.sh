@@ -35,31 +35,16 @@ skip() {
 TOOL=$(realpath "$TOOL")
 [ "$(id -u)" = 0 ] || skip "not root (the host tree is shared with the guest as root)"
 for p in qemu-system-x86_64 cpio gzip wg ip /usr/bin/python3; do command -v "$p" >/dev/null || skip "$p not installed"; done
-BUSYBOX=$(command -v busybox || true)
-[ -n "$BUSYBOX" ] || skip "busybox not installed (busybox-static)"
-ldd "$BUSYBOX" >/dev/null 2>&1 && skip "$BUSYBOX is dynamically linked: install busybox-static"
-
+. "$HERE/qemu-lib.sh"
+qemu_busybox || skip "$QEMU_ERR"
 # The newest installed kernel whose modules include WireGuard.
-KVER=
-for k in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -rV); do
-        v=${k#/boot/vmlinuz-}
-        if [ -r "$k" ] && [ -e "/lib/modules/$v/modules.dep" ] && grep -q '/wireguard\.ko' "/lib/modules/$v/modules.dep"; then
-                KVER=$v
-                break
-        fi
-done
-[ -n "$KVER" ] || skip "no kernel with a WireGuard module in /boot (install linux-image-amd64)"
-VMLINUZ=/boot/vmlinuz-$KVER
-MODDIR=/lib/modules/$KVER
+qemu_find_kernel || skip "no kernel with a WireGuard module in /boot (install linux-image-amd64)"
 
 # ---- the initramfs: PID 1 is this init script ------------------------------------
+# PID 1 in the guest, after qemu-lib.sh's start (/proc, /sys, /dev, the modules): mount the
+# host tree (9p, read-only) under a tmpfs overlay, mount the results share, chroot and run
+# the test, power off.
 read -r -d '' INIT <<'EOF' || true
-#!/bin/sh
-# PID 1 in the guest: load modules, mount the host tree (9p, read-only) under a
-# tmpfs overlay, mount the results share, chroot and run the test, power off.
-export PATH=/bin:/sbin
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in @MODULES@; do modprobe "$m" || echo "CLUB-GUEST modprobe $m failed"; done
 for a in $(cat /proc/cmdline); do
         case $a in club.script=*) S=${a#club.script=};; club.out=*) O=${a#club.out=};; club.arg=*) A=${a#club.arg=};; esac
 done
@@ -82,35 +67,8 @@ echo "CLUB-GUEST-END rc=$(cat "/newroot$O/rc") uptime=$(cut -d' ' -f1 /proc/upti
 sync; umount "/newroot$O"
 poweroff -f
 EOF
-INIT=${INIT//@MODULES@/$MODULES}
 
-HASH=$( { printf '%s\n' "$INIT" "$KVER" "$MODULES"; sha256sum "$BUSYBOX" "$VMLINUZ"; } | sha256sum | cut -c1-16)
-INITRD=$CACHE/initrd-$KVER-$HASH.cpio.gz
-mkdir -p "$CACHE"
-if [ ! -s "$INITRD" ]; then
-        R=$(mktemp -d /tmp/club-wg-initrd.XXXXXX)
-        mkdir -p "$R"/{bin,sbin,proc,sys,dev,lower,rw,newroot} "$R/lib/modules/$KVER"
-        cp "$BUSYBOX" "$R/bin/busybox"
-        for a in $("$R/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
-        need=
-        for m in $MODULES; do
-                line=$(grep -E "(^|/)$m\.ko(\.[a-z]+)?:" "$MODDIR/modules.dep" | head -1)
-                [ -n "$line" ] || { rm -rf "$R"; skip "kernel module $m not found in $MODDIR"; }
-                need="$need ${line%%:*} ${line#*:}"
-        done
-        for f in $need; do
-                mkdir -p "$R/lib/modules/$KVER/$(dirname "$f")"
-                cp "$MODDIR/$f" "$R/lib/modules/$KVER/$f"
-        done
-        cp "$MODDIR"/modules.{dep,dep.bin,alias,alias.bin,symbols,symbols.bin,builtin,builtin.bin,order} "$R/lib/modules/$KVER/" 2>/dev/null || true
-        printf '%s\n' "$INIT" >"$R/init"
-        chmod +x "$R/init"
-        ( cd "$R" && find . | cpio -o -H newc 2>/dev/null | gzip -1 ) >"$INITRD.tmp.$$"
-        mv "$INITRD.tmp.$$" "$INITRD"
-        rm -rf "$R"
-        # Drop initramfs images of other kernels or older versions of this script.
-        find "$CACHE" -name 'initrd-*.cpio.gz' ! -name "$(basename "$INITRD")" -delete 2>/dev/null || true
-fi
+qemu_initramfs "$INIT" "$MODULES" "$CACHE" || skip "$QEMU_ERR"
 
 # ---- inputs for the guest --------------------------------------------------------------
 OUT=$(mktemp -d /tmp/club-wg-qemu.XXXXXX)
@@ -149,13 +107,8 @@ PY
 # ---- boot ------------------------------------------------------------------------------------
 t0=$(date +%s)
 set +e
-timeout --foreground "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1024 \
-        -display none -no-reboot -nic none -monitor none -serial stdio \
-        -kernel "$VMLINUZ" -initrd "$INITRD" \
-        -append "console=ttyS0 panic=-1 quiet club.script=$GUEST club.arg=$TOOL club.out=$OUT" \
-        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-        -virtfs local,path="$OUT",mount_tag=out,security_model=none,multidevs=remap \
-        </dev/null >"$OUT/console.log" 2>&1
+qemu_run "$TMO" "$OUT/console.log" "console=ttyS0 panic=-1 quiet club.script=$GUEST club.arg=$TOOL club.out=$OUT" \
+        hostroot=/:ro out="$OUT"
 qrc=$?
 set -e
 echo "# kernel $KVER, initramfs $INITRD, VM ran $(( $(date +%s) - t0 )) s${CLUB_WG_QEMU_KEEP:+, results kept in $OUT}"
