@@ -433,9 +433,17 @@ URL=http://127.0.0.1:{dead_port}
 
     # --- limits -----------------------------------------------------------------------------------
     big = json.dumps({"model": "model-a", "pad": "x" * (2 << 20)}).encode()
-    resp = raw(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(big))
-    check("a body over MaxBodySize (by Content-Length) is 413 before it is read",
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    resp = raw(port, head + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(big))
+    check("a body over MaxBodySize (by Content-Length) with Expect: 100-continue is 413 before it is sent",
+          status_of(resp) == 413 and b'"error"' in resp, resp[:120])
+    resp = raw(port, head + b"Content-Length: %d\r\n\r\n" % (100 << 20))
+    check("a Content-Length far beyond MaxBodySize is 413 at once, nothing read",
+          status_of(resp) == 413 and b'"error"' in resp, resp[:120])
+    # Somewhat over the limit, sent whole: read and thrown away, then the 413, so that no
+    # connection reset can overtake the answer (lib/http-server.c).
+    resp = raw(port, head + b"Content-Length: %d\r\n\r\n" % len(big) + big, timeout=10)
+    check("a body over MaxBodySize (by Content-Length), sent whole, gets its 413",
           status_of(resp) == 413 and b'"error"' in resp, resp[:120])
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -51,7 +51,7 @@
 #define PKTTYAGENT_READY_TIMEOUT_MSEC 10000
 
 #ifndef CLUBCTL_RULES_EXAMPLE
-#define CLUBCTL_RULES_EXAMPLE "/usr/share/doc/club/examples/50-club-agent.rules.example"
+#define CLUBCTL_RULES_EXAMPLE "/usr/share/club/examples/50-club-agent.rules.example"
 #endif
 
 /*
