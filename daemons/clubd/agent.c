@@ -19,6 +19,8 @@
 #define IN_FLIGHT_INTERVAL_USEC USEC_PER_SEC
 /* An upstream that stops answering keeps its models for this many failed checks. */
 #define UPSTREAM_FAILURES_KEEP 3U
+/* How long the first heartbeat waits for the upstreams' first model listings. */
+#define FIRST_LISTING_WAIT_USEC (10 * USEC_PER_SEC)
 #define REREGISTER_HINT "Register again: clubctl register --key …"
 
 #define free_and_replace(a, b) ({ free(a); (a) = TAKE_PTR(b); 0; })
@@ -52,6 +54,7 @@ struct Agent {
         bool draining;
         uint64_t last_heartbeat_usec;
         AgentHeartbeat *heartbeat;
+        sd_event_source *listing_wait;  /* the first heartbeat waits for the first model listings */
         AgentResolve *join_resolve;     /* joining from the saved state */
 
         char **models;                  /* sorted union of the upstreams' models */
@@ -214,6 +217,13 @@ static void agent_upstreams_free(AgentUpstream *l, size_t n) {
         free(l);
 }
 
+static int agent_start_heartbeats(Agent *a);
+
+static void agent_stop_heartbeats(Agent *a) {
+        a->heartbeat = agent_heartbeat_free(a->heartbeat);
+        a->listing_wait = sd_event_source_disable_unref(a->listing_wait);
+}
+
 static void on_proxy_refreshed(Proxy *p, void *userdata) {
         Agent *a = userdata;
         char **models;
@@ -240,6 +250,16 @@ static void on_proxy_refreshed(Proxy *p, void *userdata) {
         a->upstreams = ups;
         a->n_upstreams = n;
         agent_notify(a, changes);
+        if (a->listing_wait) {
+                int r;
+
+                /* The first listings are in: the first heartbeat carries them. */
+                a->listing_wait = sd_event_source_disable_unref(a->listing_wait);
+                r = agent_start_heartbeats(a);
+                if (r < 0)
+                        agent_set_statef(a, AGENT_ERROR, "Heartbeats could not be started: %s.", strerror(-r));
+                return;
+        }
         /* What the gateway routes here changed: tell it now rather than at the next beat. */
         if (changes & AGENT_CHANGE_MODELS)
                 agent_heartbeat_kick(a->heartbeat);
@@ -341,7 +361,7 @@ static void agent_heartbeat_result(AgentHeartbeat *h, AgentHeartbeatOutcome o, c
 
                 while (n > 0 && detail[n - 1] == '.')
                         n--;
-                a->heartbeat = agent_heartbeat_free(a->heartbeat);
+                agent_stop_heartbeats(a);
                 agent_set_statef(a, AGENT_ERROR,
                                  "The gateway no longer knows this machine (provider %" PRId64 ")%s%.*s. " REREGISTER_HINT,
                                  a->saved->provider_id, n > 0 ? ": " : "", (int) n, strempty(detail));
@@ -352,11 +372,42 @@ static void agent_heartbeat_result(AgentHeartbeat *h, AgentHeartbeatOutcome o, c
         }
 }
 
-static int agent_start_heartbeats(Agent *a) {
-        a->heartbeat = agent_heartbeat_free(a->heartbeat);
+static int agent_heartbeats_now(Agent *a) {
+        agent_stop_heartbeats(a);
         return agent_heartbeat_new(a->event, a->mesh_client, &a->saved->gateway_mesh_address,
                                    a->saved->request_secret, a->saved->heartbeat_interval_sec,
                                    agent_heartbeat_fill, agent_heartbeat_result, a, &a->heartbeat);
+}
+
+static int on_listing_wait(sd_event_source *s, uint64_t usec, void *userdata) {
+        Agent *a = userdata;
+        int r;
+
+        log_warning("The upstreams have not listed their models within %u s; sending the first heartbeat without waiting longer.",
+                    (unsigned) (FIRST_LISTING_WAIT_USEC / USEC_PER_SEC));
+        r = agent_heartbeats_now(a);
+        if (r < 0)
+                agent_set_statef(a, AGENT_ERROR, "Heartbeats could not be started: %s.", strerror(-r));
+        return 0;
+}
+
+/*
+ * Start heartbeating. The gateway routes to a provider from its first heartbeat on, so
+ * that heartbeat must already carry the models: if no round of model listings has ended
+ * yet (clubd has just started), it waits for one, for at most FIRST_LISTING_WAIT_USEC.
+ */
+static int agent_start_heartbeats(Agent *a) {
+        int r;
+
+        if (proxy_listed(a->proxy))
+                return agent_heartbeats_now(a);
+        agent_stop_heartbeats(a);
+        r = sd_event_add_time_relative(a->event, &a->listing_wait, CLOCK_MONOTONIC, FIRST_LISTING_WAIT_USEC,
+                                       USEC_PER_SEC / 10, on_listing_wait, a);
+        if (r < 0)
+                return r;
+        proxy_refresh(a->proxy);        /* may end the round at once, and start the heartbeats */
+        return 0;
 }
 
 static int mesh_listen(const AgentSavedState *s, int *ret_fd) {
@@ -703,7 +754,7 @@ int agent_unregister(Agent *a) {
                 return -ENOTCONN;
         if (a->step != REGISTER_IDLE)
                 return -EBUSY;
-        a->heartbeat = agent_heartbeat_free(a->heartbeat);
+        agent_stop_heartbeats(a);
         a->join_resolve = agent_resolve_free(a->join_resolve);
         proxy_unlisten_mesh(a->proxy);
         r = agent_spoke_clear(a->wg, a->ifname);
@@ -836,7 +887,7 @@ Agent *agent_free(Agent *a) {
                 proxy_set_refresh_callback(a->proxy, NULL, NULL);
                 proxy_unlisten_mesh(a->proxy);
         }
-        a->heartbeat = agent_heartbeat_free(a->heartbeat);
+        agent_stop_heartbeats(a);
         a->join_resolve = agent_resolve_free(a->join_resolve);
         sd_event_source_disable_unref(a->in_flight_timer);
         http_client_free(a->mesh_client);

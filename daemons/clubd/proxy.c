@@ -958,6 +958,10 @@ void proxy_refresh(Proxy *p) {
         proxy_refresh_all(p);
 }
 
+bool proxy_listed(Proxy *p) {
+        return p->refreshed_usec > 0;
+}
+
 static void proxy_capabilities_free(Proxy *p) {
         for (size_t i = 0; i < p->n_capabilities; i++) {
                 free(p->capabilities[i].name);

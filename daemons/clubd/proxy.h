@@ -107,3 +107,5 @@ void proxy_set_refresh_callback(Proxy *p, ProxyRefreshedFn fn, void *userdata);
 size_t proxy_upstreams(Proxy *p, Upstream *const **ret);
 /* Start a round of model listings now. */
 void proxy_refresh(Proxy *p);
+/* Whether a round of model listings has ended since the proxy was made. */
+bool proxy_listed(Proxy *p);
