@@ -4,15 +4,19 @@
  *
  * One thread, one epoll loop, non-blocking sockets, HTTP/1.1 keep-alive, libc only.
  *
- *   club-bench latency --target H:P --clients N --duration S [--warmup S] [--cpu-pid PID] [--ref-pid PID]
- *   club-bench sse     --target H:P --streams N --chunks C --delay-ms D
- *   club-bench streams --target H:P --streams N [--delay-ms D] [--hold S] [--rss-pid PID]
+ *   club-bench latency --target H:P --clients N --duration S [--warmup S] [--rate R] [--cpu-pid PID…] [--ref-pid PID]
+ *   club-bench sse     --target H:P --streams N --chunks C --delay-ms D [--cpu-pid PID…]
+ *   club-bench streams --target H:P --streams N [--delay-ms D] [--hold S] [--rss-pid PID…]
  *   club-bench origin  [--listen H:P]        (prints PORT=N; SSE chunks carry their send time)
  *   club-bench wait    --target H:P [--timeout S]   (until GET /v1/models answers 200)
  *   club-bench port                          (prints a free loopback port)
  *
  * Every measuring mode prints one line "RESULT key=value ..." on stdout, and exits 0 when the
  * measurement is meaningful, 1 when it is not (target down, errors, nothing completed).
+ * --cpu-pid and --rss-pid may be given up to MAX_PIDS times (a chain of proxies): the first
+ * process's figures are cpu_us_per_req, kib_per_stream…, the second's cpu2_us_per_req,
+ * kib2_per_stream…, and so on. --header adds a request header (an API key), --model sets the
+ * request's model.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -47,6 +51,8 @@
 #define MAX_EVENTS 256
 #define TS_MARKER "\"club_bench_ts\":"
 #define MODEL "test-model"
+#define MAX_PIDS 8
+#define MAX_HEADERS 8
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
@@ -267,9 +273,15 @@ typedef struct Options {
         unsigned clients;
         double duration;
         double warmup;
-        pid_t cpu_pid;
+        double rate;
+        pid_t cpu_pid[MAX_PIDS];
+        unsigned n_cpu_pids;
         pid_t ref_pid;
-        pid_t rss_pid;
+        pid_t rss_pid[MAX_PIDS];
+        unsigned n_rss_pids;
+        const char *headers[MAX_HEADERS];
+        unsigned n_headers;
+        const char *model;
         unsigned streams;
         unsigned chunks;
         unsigned delay_ms;
@@ -288,7 +300,20 @@ static Options opt = {
         .hold = 2,
         .timeout = 10,
         .path = "/v1/chat/completions",
+        .model = MODEL,
 };
+
+/* The result key for the I-th process of a repeated option: "cpu_us_per_req" for the first,
+ * "cpu2_us_per_req" for the second, … (PREFIX "cpu", SUFFIX "_us_per_req"). */
+static const char *pid_key(const char *prefix, unsigned i, const char *suffix) {
+        static char key[64];
+
+        if (i == 0)
+                snprintf(key, sizeof key, "%s%s", prefix, suffix);
+        else
+                snprintf(key, sizeof key, "%s%u%s", prefix, i + 1, suffix);
+        return key;
+}
 
 /* ---- HTTP response parsing (client side) ---------------------------------------------------- */
 
@@ -307,6 +332,7 @@ typedef enum ConnState {
         C_IDLE,
         C_CONNECTING,
         C_ACTIVE,   /* request (being) sent, response (being) read */
+        C_WAITING,  /* latency with --rate: connected, waiting for the next slot */
         C_FINISHED, /* one-shot streams: done, socket closed */
 } ConnState;
 
@@ -494,9 +520,10 @@ struct Loop {
         size_t req_len;
 
         uint64_t t_begin, t_warm, t_end;
+        uint64_t t_next, interval; /* latency with --rate: the next request's slot, the gap */
         bool measuring, measured;
-        int64_t cpu0, ref0, self0;
-        int64_t cpu1, ref1, self1;
+        int64_t cpu0[MAX_PIDS], ref0, self0;
+        int64_t cpu1[MAX_PIDS], ref1, self1;
 
         Samples lat;          /* latency: request latency; sse: per-chunk delay (events ≥ 1) */
         Samples first;        /* sse: delay of event 0 */
@@ -665,7 +692,9 @@ static void on_response_done(Loop *l, Conn *c, uint64_t t) {
                         l->reconnects++;
                         return;
                 }
-                if (t < l->t_end) {
+                if (t < l->t_end && opt.rate > 0)
+                        c->state = C_WAITING;   /* the main loop sends at the next slot */
+                else if (t < l->t_end) {
                         if (conn_send_request(l, c) < 0)
                                 conn_failed(l, c, false);
                 } else {
@@ -701,6 +730,13 @@ static void conn_on_event(Loop *l, Conn *c, uint32_t events) {
                         l->connecting--;
                 if (conn_send_request(l, c) < 0)
                         conn_failed(l, c, false);
+                return;
+        }
+        if (c->state == C_WAITING && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+                /* The server closed an idle keep-alive connection: reopen it. */
+                conn_close(l, c);
+                c->state = C_IDLE;
+                l->reconnects++;
                 return;
         }
         if (c->state != C_ACTIVE)
@@ -748,19 +784,28 @@ static void conn_on_event(Loop *l, Conn *c, uint32_t events) {
 }
 
 static char *build_request(Mode mode, size_t *ret_len) {
-        char body[512], extra[128] = "", *req;
+        char body[768], extra[1024] = "", *req;
+        size_t el = 0;
         int bl, n;
 
         if (mode == MODE_LATENCY)
                 bl = snprintf(body, sizeof body,
-                              "{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello.\"}],"
-                              "\"max_tokens\":8}");
+                              "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello.\"}],"
+                              "\"max_tokens\":8}", opt.model);
         else {
                 bl = snprintf(body, sizeof body,
-                              "{\"model\":\"" MODEL "\",\"stream\":true,"
-                              "\"messages\":[{\"role\":\"user\",\"content\":\"Say hello.\"}]}");
-                snprintf(extra, sizeof extra, "X-Test-Chunks: %u\r\nX-Test-Chunk-Delay-Ms: %u\r\n",
-                         opt.chunks, opt.delay_ms);
+                              "{\"model\":\"%s\",\"stream\":true,"
+                              "\"messages\":[{\"role\":\"user\",\"content\":\"Say hello.\"}]}", opt.model);
+                el = (size_t) snprintf(extra, sizeof extra, "X-Test-Chunks: %u\r\nX-Test-Chunk-Delay-Ms: %u\r\n",
+                                       opt.chunks, opt.delay_ms);
+        }
+        if (bl < 0 || (size_t) bl >= sizeof body)
+                die("request body too long");
+        for (unsigned i = 0; i < opt.n_headers; i++) {
+                n = snprintf(extra + el, sizeof extra - el, "%s\r\n", opt.headers[i]);
+                if (n < 0 || (size_t) n >= sizeof extra - el)
+                        die("--header: too long");
+                el += (size_t) n;
         }
         req = xmalloc(2048);
         n = snprintf(req, 2048,
@@ -829,6 +874,8 @@ static int run_latency(void) {
 
         loop_init(&l, MODE_LATENCY, opt.clients);
         l.t_begin = now_ns();
+        l.t_next = l.t_begin;
+        l.interval = opt.rate > 0 ? (uint64_t) (NSEC_PER_SEC / opt.rate) : 0;
         l.t_warm = l.t_begin + (uint64_t) (opt.warmup * NSEC_PER_SEC);
         l.t_end = l.t_warm + (uint64_t) (opt.duration * NSEC_PER_SEC);
         t_stop = l.t_end + 2 * NSEC_PER_SEC;   /* grace for the last responses */
@@ -838,13 +885,15 @@ static int run_latency(void) {
 
                 if (!l.measuring && !l.measured && t >= l.t_warm) {
                         l.measuring = true;
-                        l.cpu0 = proc_cpu_usec(opt.cpu_pid);
+                        for (unsigned i = 0; i < opt.n_cpu_pids; i++)
+                                l.cpu0[i] = proc_cpu_usec(opt.cpu_pid[i]);
                         l.ref0 = proc_cpu_usec(opt.ref_pid);
                         l.self0 = self_cpu_usec();
                         l.t_warm = t;
                 }
                 if (l.measuring && t >= l.t_end) {
-                        l.cpu1 = proc_cpu_usec(opt.cpu_pid);
+                        for (unsigned i = 0; i < opt.n_cpu_pids; i++)
+                                l.cpu1[i] = proc_cpu_usec(opt.cpu_pid[i]);
                         l.ref1 = proc_cpu_usec(opt.ref_pid);
                         l.self1 = self_cpu_usec();
                         l.t_end = t;
@@ -864,21 +913,42 @@ static int run_latency(void) {
                                 c->state = C_IDLE;
                         }
                 }
+                /* --rate: requests on an absolute schedule, on whichever connection is free. A
+                 * slot missed because every connection was busy is not made up later. */
+                for (unsigned i = 0; l.interval > 0 && i < l.n && t < l.t_end && t >= l.t_next; i++) {
+                        Conn *c = &l.conns[i];
+
+                        if (c->state != C_WAITING)
+                                continue;
+                        if (conn_send_request(&l, c) < 0)
+                                conn_failed(&l, c, false);
+                        l.t_next += l.interval;
+                        if (l.t_next < t)
+                                l.t_next = t;
+                }
                 /* Time out requests stuck longer than --timeout. */
                 for (unsigned i = 0; i < l.n; i++) {
                         Conn *c = &l.conns[i];
 
-                        if (c->state == C_ACTIVE && t - c->t_start > (uint64_t) (opt.timeout * NSEC_PER_SEC))
+                        /* (t_start may be later than t: a request just sent at its slot) */
+                        if (c->state == C_ACTIVE && t > c->t_start && t - c->t_start > (uint64_t) (opt.timeout * NSEC_PER_SEC))
                                 conn_failed(&l, c, true);
-                        else if (t >= l.t_end && c->state == C_IDLE) {
+                        else if (t >= l.t_end && (c->state == C_IDLE || c->state == C_WAITING)) {
+                                conn_close(&l, c);
                                 c->state = C_FINISHED;
                                 l.finished++;
                         }
                 }
-                loop_poll(&l, l.measuring ? 5 : 20);
+                if (l.interval > 0 && t < l.t_end) {
+                        uint64_t d = l.t_next > t ? l.t_next - t : 0;
+
+                        loop_poll(&l, d == 0 ? 0 : d >= 5 * NSEC_PER_MSEC ? 5 : (int) ((d + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC));
+                } else
+                        loop_poll(&l, l.measuring ? 5 : 20);
         }
         if (!l.measured) {
-                l.cpu1 = proc_cpu_usec(opt.cpu_pid);
+                for (unsigned i = 0; i < opt.n_cpu_pids; i++)
+                        l.cpu1[i] = proc_cpu_usec(opt.cpu_pid[i]);
                 l.ref1 = proc_cpu_usec(opt.ref_pid);
                 l.self1 = self_cpu_usec();
                 l.t_end = now_ns();
@@ -892,9 +962,12 @@ static int run_latency(void) {
                opt.clients, window, l.completed, l.errors, l.bad_status, l.reconnects,
                window > 0 ? (double) l.completed / window : 0, samples_pct_us(&l.lat, 0.50),
                samples_pct_us(&l.lat, 0.90), samples_pct_us(&l.lat, 0.99), samples_mean_us(&l.lat));
-        if (opt.cpu_pid > 0 && l.cpu0 >= 0 && l.cpu1 >= 0 && l.completed > 0)
-                printf(" cpu_us_per_req=%.2f cpu_util=%.3f", (double) (l.cpu1 - l.cpu0) / (double) l.completed,
-                       (double) (l.cpu1 - l.cpu0) / (window * 1e6));
+        for (unsigned i = 0; i < opt.n_cpu_pids; i++)
+                if (l.cpu0[i] >= 0 && l.cpu1[i] >= 0 && l.completed > 0) {
+                        printf(" %s=%.2f", pid_key("cpu", i, "_us_per_req"),
+                               (double) (l.cpu1[i] - l.cpu0[i]) / (double) l.completed);
+                        printf(" %s=%.3f", pid_key("cpu", i, "_util"), (double) (l.cpu1[i] - l.cpu0[i]) / (window * 1e6));
+                }
         if (opt.ref_pid > 0 && l.ref0 >= 0 && l.ref1 >= 0 && l.completed > 0)
                 printf(" ref_cpu_us_per_req=%.2f", (double) (l.ref1 - l.ref0) / (double) l.completed);
         if (l.completed > 0)
@@ -916,7 +989,8 @@ static int run_sse(void) {
         int rc = 0;
 
         loop_init(&l, MODE_SSE, opt.streams);
-        l.cpu0 = proc_cpu_usec(opt.cpu_pid);
+        for (unsigned i = 0; i < opt.n_cpu_pids; i++)
+                l.cpu0[i] = proc_cpu_usec(opt.cpu_pid[i]);
         l.t_begin = now_ns();
         /* Spread the stream starts over one chunk period, so chunks do not all fall due at once. */
         stagger = (uint64_t) opt.delay_ms * NSEC_PER_MSEC / (opt.streams ?: 1);
@@ -942,7 +1016,8 @@ static int run_sse(void) {
                 timeout = next == UINT64_MAX ? 50 : (int) ((next - t + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC);
                 loop_poll(&l, timeout > 50 ? 50 : timeout);
         }
-        l.cpu1 = proc_cpu_usec(opt.cpu_pid);
+        for (unsigned i = 0; i < opt.n_cpu_pids; i++)
+                l.cpu1[i] = proc_cpu_usec(opt.cpu_pid[i]);
         samples_sort(&l.lat);
         samples_sort(&l.first);
         printf("RESULT mode=sse streams=%u chunks=%u delay_ms=%u samples=%zu errors=%" PRIu64 " bad_status=%" PRIu64
@@ -951,9 +1026,11 @@ static int run_sse(void) {
                opt.streams, opt.chunks, opt.delay_ms, l.lat.n, l.errors, l.bad_status, l.n - l.finished,
                samples_pct_us(&l.lat, 0.50), samples_pct_us(&l.lat, 0.90), samples_pct_us(&l.lat, 0.99),
                samples_pct_us(&l.lat, 0.999), samples_mean_us(&l.lat), samples_pct_us(&l.first, 0.50));
-        /* CPU of the process in the middle, per chunk delivered; stream setup is amortised in it. */
-        if (opt.cpu_pid > 0 && l.cpu0 >= 0 && l.cpu1 >= 0 && l.lat.n + l.first.n > 0)
-                printf(" cpu_us_per_chunk=%.2f", (double) (l.cpu1 - l.cpu0) / (double) (l.lat.n + l.first.n));
+        /* CPU of the processes in the middle, per chunk delivered; stream setup is amortised in it. */
+        for (unsigned i = 0; i < opt.n_cpu_pids; i++)
+                if (l.cpu0[i] >= 0 && l.cpu1[i] >= 0 && l.lat.n + l.first.n > 0)
+                        printf(" %s=%.2f", pid_key("cpu", i, "_us_per_chunk"),
+                               (double) (l.cpu1[i] - l.cpu0[i]) / (double) (l.lat.n + l.first.n));
         printf("\n");
         fflush(stdout);
         if (l.lat.n == 0 || l.errors > 0 || l.bad_status > 0 || l.finished < l.n)
@@ -972,13 +1049,14 @@ static int cmp_long(const void *a, const void *b) {
 static int run_streams(void) {
         Loop l;
         uint64_t deadline, t_open = 0, t_hold_end = 0, next_sample = 0;
-        long rss_idle, samples[64];
-        unsigned opened = 0, n_samples = 0;
+        long rss_idle[MAX_PIDS], samples[MAX_PIDS][64];
+        unsigned opened = 0, n_samples[MAX_PIDS] = {};
         int rc = 0;
 
         /* Settle, then the idle footprint. */
         usleep(200 * 1000);
-        rss_idle = proc_rss_kib(opt.rss_pid);
+        for (unsigned i = 0; i < opt.n_rss_pids; i++)
+                rss_idle[i] = proc_rss_kib(opt.rss_pid[i]);
 
         loop_init(&l, MODE_STREAMS, opt.streams);
         l.t_begin = now_ns();
@@ -1002,11 +1080,13 @@ static int run_streams(void) {
                         next_sample = t + (uint64_t) opt.delay_ms * NSEC_PER_MSEC + 200 * NSEC_PER_MSEC;
                         t_hold_end = next_sample + (uint64_t) (opt.hold * NSEC_PER_SEC);
                 }
-                if (t_open && t >= next_sample && n_samples < 64) {
-                        long v = proc_rss_kib(opt.rss_pid);
+                if (t_open && t >= next_sample) {
+                        for (unsigned i = 0; i < opt.n_rss_pids; i++) {
+                                long v = proc_rss_kib(opt.rss_pid[i]);
 
-                        if (v >= 0)
-                                samples[n_samples++] = v;
+                                if (v >= 0 && n_samples[i] < 64)
+                                        samples[i][n_samples[i]++] = v;
+                        }
                         next_sample = t + 200 * NSEC_PER_MSEC;
                 }
                 if ((t_open && t >= t_hold_end) || t >= deadline)
@@ -1018,15 +1098,17 @@ static int run_streams(void) {
         printf("RESULT mode=streams streams=%u open=%u errors=%" PRIu64 " bad_status=%" PRIu64 " open_s=%.2f",
                opt.streams, open_now, l.errors, l.bad_status,
                t_open ? (double) (t_open - l.t_begin) / NSEC_PER_SEC : -1.0);
-        if (opt.rss_pid > 0 && n_samples > 0 && rss_idle >= 0 && open_now > 0) {
-                long med;
+        for (unsigned i = 0; i < opt.n_rss_pids; i++)
+                if (n_samples[i] > 0 && rss_idle[i] >= 0 && open_now > 0) {
+                        long med;
 
-                qsort(samples, n_samples, sizeof samples[0], cmp_long);
-                med = samples[n_samples / 2];
-                printf(" rss_idle_kib=%ld rss_open_kib=%ld kib_per_stream=%.2f", rss_idle, med,
-                       (double) (med - rss_idle) / open_now);
-        } else
-                rc = 1;
+                        qsort(samples[i], n_samples[i], sizeof samples[i][0], cmp_long);
+                        med = samples[i][n_samples[i] / 2];
+                        printf(" %s=%ld", pid_key("rss", i, "_idle_kib"), rss_idle[i]);
+                        printf(" %s=%ld", pid_key("rss", i, "_open_kib"), med);
+                        printf(" %s=%.2f", pid_key("kib", i, "_per_stream"), (double) (med - rss_idle[i]) / open_now);
+                } else
+                        rc = 1;
         printf("\n");
         fflush(stdout);
         if (open_now < opt.streams)
@@ -1042,7 +1124,7 @@ static int run_wait(void) {
 
         while (now_ns() < deadline) {
                 struct timeval tv = { .tv_sec = 1 };
-                char req[256], buf[512];
+                char req[1536], buf[512];
                 int fd, n;
 
                 fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1051,9 +1133,16 @@ static int run_wait(void) {
                 (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
                 (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
                 if (connect(fd, (struct sockaddr *) &opt.target, sizeof opt.target) == 0) {
-                        n = snprintf(req, sizeof req, "GET /v1/models HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                                     opt.target_str);
-                        if (send(fd, req, (size_t) n, MSG_NOSIGNAL) == n) {
+                        size_t len = (size_t) snprintf(req, sizeof req, "GET /v1/models HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n",
+                                                       opt.target_str);
+
+                        for (unsigned i = 0; i < opt.n_headers && len < sizeof req; i++)
+                                len += (size_t) snprintf(req + len, sizeof req - len, "%s\r\n", opt.headers[i]);
+                        if (len + 2 >= sizeof req)
+                                die("wait: request too long");
+                        memcpy(req + len, "\r\n", 3);
+                        len += 2;
+                        if (send(fd, req, len, MSG_NOSIGNAL) == (ssize_t) len) {
                                 n = (int) recv(fd, buf, sizeof buf - 1, MSG_WAITALL);
                                 if (n >= 12 && memcmp(buf, "HTTP/1.1 200", 12) == 0) {
                                         close(fd);
@@ -1459,13 +1548,19 @@ static void usage(void) {
               "  --clients N         latency: closed-loop clients (default 1)\n"
               "  --duration S        latency: measured seconds (default 3)\n"
               "  --warmup S          latency: seconds before measuring (default 0.5)\n"
+              "  --rate R            latency: R requests a second in all, on a fixed schedule,\n"
+              "                      instead of back to back (closed loop, the default)\n"
               "  --cpu-pid PID       latency/sse: report this process's CPU µs per request/chunk\n"
+              "                      (repeatable: cpu2_…, cpu3_… for the second, third…)\n"
               "  --ref-pid PID       latency: the same for a reference process (the upstream)\n"
               "  --streams N         sse/streams: concurrent streams (default 100)\n"
               "  --chunks N          sse/streams: chunks per stream (default 50)\n"
               "  --delay-ms N        sse/streams: gap between chunks (default 20)\n"
               "  --hold S            streams: seconds to hold the streams open (default 2)\n"
               "  --rss-pid PID       streams: report this process's VmRSS growth per stream\n"
+              "                      (repeatable: kib2_per_stream… for the second…)\n"
+              "  --header 'N: V'     add this request header (repeatable)\n"
+              "  --model NAME        the request's model (default " MODEL ")\n"
               "  --timeout S         per-request / per-mode timeout (default 10)\n"
               "  --listen H:P        origin: where to listen (default 127.0.0.1:0)\n"
               "  --path P            request path (default /v1/chat/completions)\n", stderr);
@@ -1477,6 +1572,7 @@ int main(int argc, char *argv[]) {
                 { "clients", required_argument, NULL, 'c' },
                 { "duration", required_argument, NULL, 'd' },
                 { "warmup", required_argument, NULL, 'w' },
+                { "rate", required_argument, NULL, 'r' },
                 { "cpu-pid", required_argument, NULL, 'P' },
                 { "ref-pid", required_argument, NULL, 'R' },
                 { "rss-pid", required_argument, NULL, 'M' },
@@ -1487,6 +1583,8 @@ int main(int argc, char *argv[]) {
                 { "timeout", required_argument, NULL, 'T' },
                 { "listen", required_argument, NULL, 'l' },
                 { "path", required_argument, NULL, 'p' },
+                { "header", required_argument, NULL, 'e' },
+                { "model", required_argument, NULL, 'm' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -1511,9 +1609,28 @@ int main(int argc, char *argv[]) {
                 case 'c': opt.clients = (unsigned) strtoul(optarg, NULL, 10); break;
                 case 'd': opt.duration = strtod(optarg, NULL); break;
                 case 'w': opt.warmup = strtod(optarg, NULL); break;
-                case 'P': opt.cpu_pid = (pid_t) strtol(optarg, NULL, 10); break;
+                case 'r': opt.rate = strtod(optarg, NULL); break;
+                case 'P':
+                        if (opt.n_cpu_pids >= MAX_PIDS)
+                                die("at most %d --cpu-pid", MAX_PIDS);
+                        opt.cpu_pid[opt.n_cpu_pids++] = (pid_t) strtol(optarg, NULL, 10);
+                        break;
                 case 'R': opt.ref_pid = (pid_t) strtol(optarg, NULL, 10); break;
-                case 'M': opt.rss_pid = (pid_t) strtol(optarg, NULL, 10); break;
+                case 'M':
+                        if (opt.n_rss_pids >= MAX_PIDS)
+                                die("at most %d --rss-pid", MAX_PIDS);
+                        opt.rss_pid[opt.n_rss_pids++] = (pid_t) strtol(optarg, NULL, 10);
+                        break;
+                case 'e':
+                        if (opt.n_headers >= MAX_HEADERS || !strchr(optarg, ':') || strpbrk(optarg, "\r\n"))
+                                die("bad --header %s (want 'Name: value', at most %d)", optarg, MAX_HEADERS);
+                        opt.headers[opt.n_headers++] = optarg;
+                        break;
+                case 'm':
+                        if (!*optarg || strlen(optarg) > 256 || strpbrk(optarg, "\"\\"))
+                                die("bad --model %s", optarg);
+                        opt.model = optarg;
+                        break;
                 case 's': opt.streams = (unsigned) strtoul(optarg, NULL, 10); break;
                 case 'k': opt.chunks = (unsigned) strtoul(optarg, NULL, 10); break;
                 case 'D': opt.delay_ms = (unsigned) strtoul(optarg, NULL, 10); break;
@@ -1530,7 +1647,7 @@ int main(int argc, char *argv[]) {
 
         signal(SIGPIPE, SIG_IGN);
         if (opt.clients == 0 || opt.clients > 60000 || opt.streams == 0 || opt.streams > 60000 ||
-            opt.duration <= 0 || opt.duration > 3600 || opt.timeout <= 0 || opt.hold < 0)
+            opt.duration <= 0 || opt.duration > 3600 || opt.timeout <= 0 || opt.hold < 0 || opt.rate < 0 || opt.rate > 1e6)
                 die("option out of range");
 
         if (strcmp(mode, "origin") == 0)

@@ -21,6 +21,7 @@ set -u
 export LC_ALL=C
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$SRC/bench/bench-lib.sh"
 BUILD=${1:-${BENCH_BUILD_DIR:-$SRC/build-bench}}
 DUR=${BENCH_DURATION:-2}
 N_STREAMS=${BENCH_STREAMS:-1000}
@@ -192,30 +193,18 @@ start_clubd() {
 }
 
 start_nginx() {
-        local p sp d=$TMP/nginx extra="" m i w=""
+        local p sp d=$TMP/nginx w=""
         if [ -z "$NGINX" ] || [ ! -x "$NGINX" ]; then
                 fail "nginx is not installed (apt-get install nginx-light); its column stays empty"
                 return
         fi
         p=$(free_port) && sp=$(free_port) || { fail "nginx: no free port"; return; }
-        mkdir -p "$d"
-        for m in fastcgi uwsgi scgi; do
-                "$NGINX" -V 2>&1 | grep -q -- "--without-http_${m}_module" ||
-                        extra+="    ${m}_temp_path $d/${m}_temp;"$'\n'
-        done
-        sed -e "s|@DIR@|$d|g" -e "s|@PORT@|$p|g" -e "s|@SSE_PORT@|$sp|g" \
-            -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" \
-            "$SRC/bench/nginx.conf.in" | awk -v extra="$extra" '{ if ($0 == "@EXTRA_TEMP_PATHS@") printf "%s", extra; else print }' \
-            >"$d/nginx.conf"
+        nginx_config "$NGINX" "$d" "127.0.0.1:$p" "127.0.0.1:$sp" "127.0.0.1:$UPSTREAM_PORT" "127.0.0.1:$ORIGIN_PORT"
         start nginx "$PROXY_CPU" "$NGINX" -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" -g 'daemon off;'
         local master=$LAST_PID
         if ready "$p" && ready "$sp"; then
                 # The worker does the work; the master only supervises.
-                for i in $(seq 1 20); do
-                        w=$(cat "/proc/$master/task/$master/children" 2>/dev/null | awk '{print $1}')
-                        [ -n "$w" ] && break
-                        sleep 0.05
-                done
+                w=$(nginx_worker "$master")
                 if [ -n "$w" ]; then
                         PID[nginx]=$w
                         SSEPID[nginx]=$w
@@ -229,22 +218,13 @@ start_nginx() {
         fi
 }
 
-# field LINE NAME → the value of NAME= in a RESULT line
-field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -1; }
-
 # measure KEY ARGS... : one club-bench run; its RESULT line is kept in R[KEY.ROUND]
+problem() { fail "$@"; }
+BENCH_ERR=$TMP/bench.err
 measure() {
-        local key=$1 line rc
+        local key=$1
         shift
-        line=$(set -o pipefail; on_cpu "$GEN_CPU" timeout -k 5 120 "$BENCH" "$@" 2>>"$TMP/bench.err" | grep '^RESULT' | tail -1)
-        rc=$?
-        if [ -z "$line" ]; then
-                fail "$key (round $ROUND): no result (exit $rc) — $(tail -2 "$TMP/bench.err" | tr '\n' ' ')"
-                return
-        elif [ "$rc" != 0 ]; then
-                fail "$key (round $ROUND): measurement incomplete: ${line#RESULT }"
-        fi
-        R[$key.$ROUND]=$line
+        bench_measure "$key" on_cpu "$GEN_CPU" timeout -k 5 120 "$BENCH" "$@"
 }
 
 # get KEY FIELD → the best value of FIELD over the rounds: the highest req/s, the lowest of
@@ -310,22 +290,10 @@ done
 
 # ---- the table -----------------------------------------------------------------------------------------
 
-# calc FMT EXPR A [B] → EXPR (awk, over a and b) formatted, or "n/a" when an input is missing
-calc() {
-        local fmt=$1 expr=$2 a=${3:-} b=${4-x}
-        [ "$a" = n/a ] && a=
-        [ "$b" = n/a ] && b=
-        if [ -z "$a" ] || [ -z "$b" ]; then echo "n/a"; return; fi
-        awk -v a="$a" -v b="$b" "BEGIN { printf \"$fmt\", $expr }"
-}
-
 row() {  # row LABEL DIRECT CLUBD NGINX RATIO
         printf '%-36s %12s %12s %12s %12s\n' "$1" "$2" "$3" "$4" "$5"
 }
 
-ratio() {
-        case "${2:-}" in ""|n/a|0|0.0|-*) echo "n/a" ;; *) calc '%.2f' 'a / b' "$1" "$2" ;; esac
-}
 val() { calc "$1" 'a' "$2"; }
 added() { calc "$1" 'a - b' "$2" "$3"; }
 
@@ -377,16 +345,7 @@ echo "Each latency/SSE figure is the best of $ROUNDS rounds of ${DUR} s (req/s: 
 echo "Targets for clubd (the best proxies on these machines): CPU ≤ 22 µs/request: $(calc %s '(a <= 22 ? "met" : "missed")' "$CPU_CLUBD");" \
      "SSE p50 ≤ 100 µs/chunk: $(calc %s '(a <= 100 ? "met" : "missed")' "$SSE_CLUBD"); ≤ 16 KiB/stream: $(calc %s '(a <= 16 ? "met" : "missed")' "$RSS_CLUBD")."
 
-echo
-echo "raw results:"
-for k in $(printf '%s\n' "${!R[@]}" | sort); do
-        printf '  %-16s %s\n' "$k" "${R[$k]#RESULT }"
-done
-if [ ${#FAILURES[@]} -gt 0 ]; then
-        echo
-        echo "problems (${#FAILURES[@]}):"
-        printf '  - %s\n' "${FAILURES[@]}"
-fi
+bench_report
 for t in clubd clubd-sse; do
         [ -s "$TMP/$t.err" ] && { echo "$t stderr (last lines):"; tail -5 "$TMP/$t.err" | sed 's/^/  /'; }
 done
