@@ -20,8 +20,11 @@
 #define PROBE_TIMEOUT_USEC (5 * USEC_PER_SEC)
 /* Responses of a known size up to this are collected and sent in one piece. */
 #define SMALL_BODY_MAX (16U * 1024U)
-/* Nonces the mesh listener remembers: ample for one gateway's requests within the window. */
-#define MESH_REPLAY_ENTRIES 16384U
+/* Nonces the mesh listener remembers, each until its signature's window has passed: this
+ * bounds the signed requests an agent takes to about 1,000 a second sustained (beyond, 503
+ * signature_check_unavailable), for 3 MiB. 16,384 capped it near 270 a second, which a
+ * gateway sending small embeddings requests can reach (bench/README.md, "Two hops"). */
+#define MESH_REPLAY_ENTRIES 131072U
 #define CAPABILITY_PREFIX "/api/v1/capabilities/"
 
 typedef enum ProxyRequestKind {
