@@ -301,14 +301,17 @@ static int respond_healthz(ProxyRequest *pr) {
         for (size_t i = 0; i < p->n_capabilities; i++)
                 if (json_object_array_add(caps, json_object_new_string(p->capabilities[i].name)) < 0)
                         return -ENOMEM;
-        if (jobj_add_string(root, "status", n_ok == p->n_upstreams ? "ok" : n_ok > 0 ? "degraded" : "down") < 0 ||
+        /* An agent that serves only capabilities has no upstream to be down: it is up. */
+        bool up = n_ok > 0 || (p->n_upstreams == 0 && p->n_capabilities > 0);
+
+        if (jobj_add_string(root, "status", !up ? "down" : n_ok == p->n_upstreams ? "ok" : "degraded") < 0 ||
             jobj_add_string(root, "version", PACKAGE_VERSION) < 0 ||
             jobj_add_int64(root, "in_flight", p->in_flight) < 0 ||
             jobj_add_bool(root, "draining", p->draining) < 0 ||
             jobj_add(root, "capabilities", TAKE_PTR(caps)) < 0 ||
             jobj_add(root, "upstreams", TAKE_PTR(arr)) < 0)
                 return -ENOMEM;
-        r = http_respond_json(pr->x, pr->id, n_ok > 0 ? 200 : 503, root);
+        r = http_respond_json(pr->x, pr->id, up ? 200 : 503, root);
         return r;
 }
 

@@ -587,6 +587,20 @@ URL=http://127.0.0.1:{dead_port}
     res = subprocess.run([CLUBD, "--config", os.path.join(WORK, "missing.conf"), "--check-config"],
                          capture_output=True, text=True, timeout=10)
     check("a missing config file is a clear error", res.returncode != 0 and "missing.conf" in res.stderr, res.stderr)
+    # An agent with capabilities and no upstream is up: the gateway's probe of /healthz must
+    # not take it off the network.
+    port_c = free_port()
+    cap_only = write_config("cap-only.conf", f"[Proxy]\nListen=127.0.0.1:{port_c}\n"
+                                             "[Capability]\nName=echo\nURL=http://127.0.0.1:9/x\n")
+    pc = start_clubd(cap_only)
+    if wait_port(port_c):
+        r, d = request(port_c, "GET", "/healthz")
+        check("capabilities and no upstream: /healthz is 200 \"ok\"",
+              r.status == 200 and (jbody(d) or {}).get("status") == "ok", (r.status, d[:200]))
+    else:
+        check("capabilities and no upstream: clubd starts", False, "no listener")
+    pc.terminate()
+    pc.wait(timeout=5)
     # The gateway's store takes names that start with a letter or digit; clubd must refuse
     # the others itself, or the agent's heartbeats would be refused later.
     cap_cfg = write_config("cap.conf", "[Proxy]\nListen=127.0.0.1:1\n[Capability]\nName=-echo\nURL=http://127.0.0.1:9/x\n")
