@@ -292,5 +292,5 @@ else
 fi
 
 say "What the gateway logged about these requests"
-grep -E 'Request [0-9a-f]+: (streamed|plain)' "$work/gatewayd.log" | sed 's/^<[0-9]>/  /' || true
+grep -E 'Request [0-9a-f]+ from [^:]+: (streamed|plain)' "$work/gatewayd.log" | sed 's/^<[0-9]>/  /' || true
 say "Done. Stopping everything and removing the namespaces (also what happens on Ctrl-C)"
