@@ -78,7 +78,9 @@ else
 fi
 
 # ---- helpers for callers (as USER … comes from private-bus.sh) ------------------------------
-BUSCTL=(busctl --address="$ADDR" --timeout=10)
+# A generous timeout: the checks are about answers, not speed; polkitd on a loaded machine
+# once took over 10 s to refuse an interactive check.
+BUSCTL=(busctl --address="$ADDR" --timeout=60)
 bcall() { "${BUSCTL[@]}" call "$TEST_NAME" "$TEST_PATH" "$TEST_NAME" "$@" 2>&1; }
 counter() { "${BUSCTL[@]}" get-property "$TEST_NAME" "$TEST_PATH" "$TEST_NAME" Counter 2>&1; }
 

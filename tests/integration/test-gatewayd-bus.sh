@@ -136,7 +136,9 @@ ctl() {
                 out=$("$CTL" --no-ask-password "$@" 2>&1); rc=$?
         fi
 }
-BUSCTL=(busctl --address="$ADDR" --timeout=10)
+# A generous timeout: the checks are about answers, not speed; polkitd on a loaded machine
+# once took over 10 s to refuse an interactive check.
+BUSCTL=(busctl --address="$ADDR" --timeout=60)
 bcall() { "${BUSCTL[@]}" call "$NAME" "$OBJ" "$NAME" "$@" 2>&1; }
 # dsend METHOD ARGS…: dbus-send, which prints the error's name ("Error NAME: message").
 dsend() { dbus-send --system --print-reply --reply-timeout=10000 --dest="$NAME" "$OBJ" "$NAME.$1" "${@:2}" 2>&1; }
