@@ -1432,6 +1432,10 @@ int gateway_api_handle(GatewayApi *api, HttpExchange *x) {
                 return http_respond_error(x, id, 404, "invalid_request_error", "unknown_url", NULL,
                                           "Unknown request URL: %s %s.", method, http_exchange_path(x));
 
+        /* The key, its limits, the providers and the first provider's secret are read in this
+         * callback: one read transaction for them all, not one each (store_read_begin()). */
+        _cleanup_(store_read_endp) Store *snapshot = store_read_begin(api->store);
+
         r = authenticate(api, x, id, &key);
         if (r != 0)
                 return http_exchange_is_answered(x) ? 0 : r;

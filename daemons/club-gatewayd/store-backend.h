@@ -25,6 +25,8 @@ struct Store {
         uint32_t mesh_first;            /* the range providers are given addresses from */
         uint32_t mesh_last;             /* (the broadcast address is left out) */
 
+        unsigned read_depth;            /* store_read_begin() calls not yet ended */
+
         uint64_t busy_timeout_usec;
         uint64_t online_window_usec;
         uint64_t (*clock)(void *userdata);
@@ -48,6 +50,10 @@ struct StoreBackend {
         void (*close)(Store *s);
         int (*schema_version)(Store *s, unsigned *ret);
         int (*check_integrity)(Store *s);
+        /* Optional: one read snapshot for the reads until read_end() (store_read_begin()).
+         * Nested calls are counted by store.c; a backend sees only the outermost pair. */
+        int (*read_begin)(Store *s);
+        void (*read_end)(Store *s);
 
         int (*user_create)(Store *s, const char *name, bool admin, char *const *tags, uint64_t now,
                            int64_t *ret_id);

@@ -13,6 +13,9 @@
  * - Every write transaction is BEGIN IMMEDIATE: it takes the write lock up front, so two
  *   connections never both read and then fail to upgrade. Multi-statement reads run in a
  *   deferred transaction, so they see one snapshot.
+ * - read_begin() opens a deferred transaction that the reads until read_end() share (they
+ *   join it instead of beginning their own); the first statement that writes, or a write
+ *   transaction, commits it first, so a snapshot is never upgraded to a write.
  * - Every value is a bound parameter; statements are prepared once and kept.
  * - The file is created 0600 before SQLite opens it; SQLite gives its -wal and -shm
  *   files the same mode.
@@ -318,6 +321,8 @@ static const StrvTable provider_share_tags_table = {
 typedef struct SqliteStore {
         sqlite3 *db;
         sqlite3_stmt *stmts[_STMT_MAX];
+        bool snapshot;                  /* a read_begin() transaction is open */
+        bool joined;                    /* a tx_begin(false) ran inside it */
 } SqliteStore;
 
 /* ---- errors ----------------------------------------------------------------------------- */
@@ -393,8 +398,20 @@ static void stmt_resetp(sqlite3_stmt **st) {
 }
 #define _cleanup_stmt_ _cleanup_(stmt_resetp)
 
+static int run(SqliteStore *d, Stmt id);
+
+/* End the read snapshot, if one is open: its reads are done, nothing to undo. */
+static void snapshot_end(SqliteStore *d) {
+        if (!d->snapshot)
+                return;
+        d->snapshot = d->joined = false;
+        if (!sqlite3_get_autocommit(d->db) && run(d, STMT_COMMIT) < 0 && !sqlite3_get_autocommit(d->db))
+                (void) run(d, STMT_ROLLBACK);
+}
+
 /* The prepared statement, prepared on first use and kept; reset when the caller's variable
- * goes out of scope. */
+ * goes out of scope. A statement that writes ends the read snapshot first, so that it
+ * commits on its own, at once, and never upgrades an old snapshot. */
 static int stmt_get(SqliteStore *d, Stmt id, sqlite3_stmt **ret) {
         int rc;
 
@@ -404,6 +421,8 @@ static int stmt_get(SqliteStore *d, Stmt id, sqlite3_stmt **ret) {
                 if (rc != SQLITE_OK)
                         return db_error(d, rc, "prepare");
         }
+        if (d->snapshot && !d->joined && !sqlite3_stmt_readonly(d->stmts[id]))
+                snapshot_end(d);
         *ret = d->stmts[id];
         return 0;
 }
@@ -532,12 +551,23 @@ static uint64_t col_expiry(sqlite3_stmt *st, int i) {
 
 /* ---- transactions ----------------------------------------------------------------------- */
 
+/* A read transaction inside the read snapshot joins it; a write transaction ends it first. */
 static int tx_begin(SqliteStore *d, bool write) {
+        if (d->snapshot && !write && !sqlite3_get_autocommit(d->db)) {
+                d->joined = true;
+                return 0;
+        }
+        snapshot_end(d);
         return run(d, write ? STMT_BEGIN_IMMEDIATE : STMT_BEGIN);
 }
 
-/* Commit if r >= 0, roll back otherwise (or if the commit fails). Returns r or the commit's error. */
+/* Commit if r >= 0, roll back otherwise (or if the commit fails). Returns r or the commit's error.
+ * A joined read transaction is left to the snapshot's end. */
 static int tx_end(SqliteStore *d, int r) {
+        if (d->joined) {
+                d->joined = false;
+                return r;
+        }
         if (r >= 0) {
                 int k = run(d, STMT_COMMIT);
                 if (k >= 0)
@@ -755,6 +785,24 @@ static int migrate(SqliteStore *d) {
                         return r;
         }
         return 0;
+}
+
+static int sqlite_read_begin(Store *s) {
+        SqliteStore *d = s->data;
+        int r;
+
+        if (d->snapshot || !sqlite3_get_autocommit(d->db))
+                return -EBUSY;          /* cannot happen: store.c counts the nesting */
+        /* Deferred: it takes no lock until the first read, and costs no syscall if none comes. */
+        r = run(d, STMT_BEGIN);
+        if (r < 0)
+                return r;
+        d->snapshot = true;
+        return 0;
+}
+
+static void sqlite_read_end(Store *s) {
+        snapshot_end(s->data);
 }
 
 static void sqlite_close(Store *s) {
@@ -2076,6 +2124,8 @@ const StoreBackend store_backend_sqlite = {
         .name = "sqlite",
         .open = sqlite_open,
         .close = sqlite_close,
+        .read_begin = sqlite_read_begin,
+        .read_end = sqlite_read_end,
         .schema_version = sqlite_schema_version,
         .check_integrity = sqlite_check_integrity,
 

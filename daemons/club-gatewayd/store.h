@@ -97,6 +97,24 @@ int store_open(const char *location, const StoreOptions *opts, Store **ret);
 Store *store_close(Store *s);
 CLUB_DEFINE_CLEANUP(Store *, store_close);
 
+/**
+ * store_read_begin() - let the reads that follow share one snapshot
+ * @s: the store
+ *
+ * Until store_read_end(), the store's reads run in one read transaction instead of one
+ * each: they see the store as it was at the first of them, and pay for the locking once.
+ * Meant for the reads of one event-loop callback (an API request's key, limits, providers
+ * and secret), never across a wait: the snapshot is only as old as the callback. A write
+ * in between ends the snapshot first, so writes are never held back and reads after a
+ * write see it. Calls nest. Best effort: on failure the reads simply run one by one.
+ *
+ * Return: @s, for store_read_endp().
+ */
+Store *store_read_begin(Store *s);
+/* End what store_read_begin() began; NULL is ignored. Return: NULL. */
+Store *store_read_end(Store *s);
+CLUB_DEFINE_CLEANUP(Store *, store_read_end);
+
 /** store_backend_name() - "sqlite", … */
 const char *store_backend_name(const Store *s);
 

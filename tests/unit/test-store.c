@@ -1496,6 +1496,94 @@ START_TEST(test_busy_and_concurrent_readers)
 }
 END_TEST
 
+/* What another connection reads: the first column of the first row of @sql. */
+static int64_t raw_int(sqlite3 *db, const char *sql) {
+        sqlite3_stmt *st = NULL;
+        int64_t v;
+
+        ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+        v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return v;
+}
+
+static int64_t rpm(Store *s, int64_t key_id) {
+        StoreKeyLimits l;
+
+        ck_assert_int_eq(store_api_key_get_limits(s, key_id, &l), 0);
+        return l.requests_per_minute;
+}
+
+/* store_read_begin(): one snapshot for the reads until the end, nested calls counted; a write
+ * in between ends it (committed at once, later reads fresh); other writers go on meanwhile. */
+START_TEST(test_read_snapshot)
+{
+        _cleanup_(store_closep) Store *s = open_store();
+        sqlite3 *other = raw_open();
+        StoreApiKey k = {}, k2 = {};
+        StoreProvider *l = NULL;
+        char *secret = NULL, *secret2 = NULL;
+        size_t n = 0;
+        int64_t alice = make_user(s, "alice");
+
+        ck_assert_int_eq(store_api_key_create(s, alice, NULL, STORE_SCOPE_INFERENCE, USEC_INFINITY, &k, &secret), 0);
+        ck_assert_int_eq(store_api_key_create(s, alice, NULL, STORE_SCOPE_INFERENCE, USEC_INFINITY, &k2, &secret2), 0);
+        make_provider(s, alice, "p", 1);
+        /* Its last use now written, the next minute's checks of the key only read. */
+        ck_assert_int_eq(store_api_key_verify(s, secret, STORE_SCOPE_INFERENCE, NULL), 0);
+
+        ck_assert_ptr_eq(store_read_begin(s), s);
+        ck_assert_int_eq(store_api_key_verify(s, secret, STORE_SCOPE_INFERENCE, NULL), 0);
+        ck_assert_int_eq(sqlite3_exec(other, "UPDATE api_keys SET revoked_usec = 1, requests_per_minute = 7 "
+                                             "WHERE id = 1; DELETE FROM providers", NULL, NULL, NULL), SQLITE_OK);
+        ck_assert_int_eq(store_api_key_verify(s, secret, STORE_SCOPE_INFERENCE, NULL), 0);
+        ck_assert_int_eq(rpm(s, k.id), STORE_LIMIT_DEFAULT);
+        ck_assert_ptr_eq(store_read_begin(s), s);
+        ck_assert_int_eq(store_provider_list(s, &(StoreProviderFilter) {}, &l, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        store_providers_free(l, n);
+        ck_assert_ptr_null(store_read_end(s));
+        ck_assert_int_eq(rpm(s, k.id), STORE_LIMIT_DEFAULT);     /* the outer one still holds */
+        ck_assert_ptr_null(store_read_end(s));
+        /* The end shows the revocation, the limit and the deletion at once. */
+        ck_assert_int_eq(store_api_key_verify(s, secret, STORE_SCOPE_INFERENCE, NULL), -EKEYREVOKED);
+        ck_assert_int_eq(rpm(s, k.id), 7);
+        ck_assert_int_eq(store_provider_list(s, &(StoreProviderFilter) {}, &l, &n), 0);
+        ck_assert_uint_eq(n, 0);
+        store_providers_free(l, n);
+
+        /* A write inside: committed before the end, and the reads after it are fresh. */
+        ck_assert_ptr_eq(store_read_begin(s), s);
+        ck_assert_int_eq(rpm(s, k.id), 7);
+        ck_assert_int_eq(sqlite3_exec(other, "UPDATE api_keys SET requests_per_minute = 8 WHERE id = 1",
+                                      NULL, NULL, NULL), SQLITE_OK);
+        ck_assert_int_eq(rpm(s, k.id), 7);
+        ck_assert_int_eq(store_user_create(s, "bob", false, NULL, NULL), 0);
+        ck_assert_int_eq(raw_int(other, "SELECT count(*) FROM users WHERE name = 'bob'"), 1);
+        ck_assert_int_eq(rpm(s, k.id), 8);
+        /* The last use, due (never used): written inside too, and seen elsewhere before the end. */
+        ck_assert_int_eq(store_api_key_verify(s, secret2, STORE_SCOPE_INFERENCE, NULL), 0);
+        ck_assert_int_eq(raw_int(other, "SELECT last_used_usec FROM api_keys WHERE id = 2"), (int64_t) T0);
+        ck_assert_ptr_null(store_read_end(s));
+
+        /* Another writer goes on while a snapshot is open. */
+        ck_assert_ptr_eq(store_read_begin(s), s);
+        ck_assert_int_eq(rpm(s, k.id), 8);
+        ck_assert_int_eq(sqlite3_exec(other, "BEGIN IMMEDIATE; UPDATE api_keys SET requests_per_minute = 9; COMMIT",
+                                      NULL, NULL, NULL), SQLITE_OK);
+        ck_assert_ptr_null(store_read_end(s));
+        ck_assert_int_eq(rpm(s, k.id), 9);
+        ck_assert_ptr_null(store_read_end(NULL));
+
+        store_api_key_deinit(&k);
+        store_api_key_deinit(&k2);
+        erase_and_free(secret);
+        erase_and_free(secret2);
+        sqlite3_close(other);
+}
+END_TEST
+
 /* Per-key limits: NULL is the default, -1 unlimited; out of range refused. */
 START_TEST(test_key_limits)
 {
@@ -1506,7 +1594,7 @@ START_TEST(test_key_limits)
         int64_t alice = make_user(s, "alice");
 
         ck_assert_int_eq(store_api_key_create(s, alice, NULL, STORE_SCOPE_INFERENCE, USEC_INFINITY, &k, &secret), 0);
-        free(secret);
+        erase_and_free(secret);
         ck_assert_int_eq(store_api_key_get_limits(s, k.id, &l), 0);
         ck_assert_int_eq(l.requests_per_minute, STORE_LIMIT_DEFAULT);
         ck_assert_int_eq(l.concurrent_streams, STORE_LIMIT_DEFAULT);
@@ -1646,6 +1734,7 @@ int main(void) {
         tcase_add_test(tc, test_api_keys);
         tcase_add_test(tc, test_api_key_prefix_collision);
         tcase_add_test(tc, test_key_limits);
+        tcase_add_test(tc, test_read_snapshot);
         tcase_add_test(tc, test_usage);
         tcase_add_test(tc, test_enrollment_keys);
         tcase_add_test(tc, test_enrollment_race);
