@@ -515,6 +515,21 @@ static int stmt_exec(SqliteStore *d, sqlite3_stmt *st) {
         return sqlite3_changes(d->db);
 }
 
+/* The one row a statement keyed by ?1 = @row_id selects, in *@st (the caller's _cleanup_stmt_
+ * variable, so that it is reset whatever happens): 0, -ENOENT for none, or a negative errno. */
+static int stmt_row_by_id(SqliteStore *d, Stmt id, int64_t row_id, sqlite3_stmt **st) {
+        int r;
+
+        r = stmt_get(d, id, st);
+        if (r >= 0)
+                r = bind_args(d, *st, "i", row_id);
+        if (r >= 0)
+                r = stmt_step(d, *st);
+        if (r == 0)
+                return -ENOENT;
+        return r < 0 ? r : 0;
+}
+
 static int run(SqliteStore *d, Stmt id) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r;
@@ -1141,13 +1156,7 @@ static int sqlite_api_key_get(Store *s, int64_t id, StoreApiKey *ret) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r;
 
-        r = stmt_get(d, STMT_API_KEY_BY_ID, &st);
-        if (r >= 0)
-                r = bind_args(d, st, "i", id);
-        if (r >= 0)
-                r = stmt_step(d, st);
-        if (r == 0)
-                return -ENOENT;
+        r = stmt_row_by_id(d, STMT_API_KEY_BY_ID, id, &st);
         if (r < 0)
                 return r;
         return api_key_from_row(st, ret);
@@ -1336,14 +1345,8 @@ static int sqlite_ek_get(Store *s, int64_t id, StoreEnrollmentKey *ret) {
         {
                 _cleanup_stmt_ sqlite3_stmt *st = NULL;
 
-                r = stmt_get(d, STMT_EK_BY_ID, &st);
+                r = stmt_row_by_id(d, STMT_EK_BY_ID, id, &st);
                 if (r >= 0)
-                        r = bind_args(d, st, "i", id);
-                if (r >= 0)
-                        r = stmt_step(d, st);
-                if (r == 0)
-                        r = -ENOENT;
-                if (r > 0)
                         r = ek_from_row(st, &k);
         }
         if (r >= 0)
@@ -1672,13 +1675,7 @@ static int sqlite_provider_get_secret(Store *s, int64_t id, uint8_t *ret) {
         const void *b;
         int r;
 
-        r = stmt_get(d, STMT_PROVIDER_SECRET, &st);
-        if (r >= 0)
-                r = bind_args(d, st, "i", id);
-        if (r >= 0)
-                r = stmt_step(d, st);
-        if (r == 0)
-                return -ENOENT;
+        r = stmt_row_by_id(d, STMT_PROVIDER_SECRET, id, &st);
         if (r < 0)
                 return r;
         b = sqlite3_column_blob(st, 0);
@@ -1992,13 +1989,7 @@ static int sqlite_api_key_get_limits(Store *s, int64_t id, StoreKeyLimits *ret) 
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r;
 
-        r = stmt_get(d, STMT_API_KEY_LIMITS, &st);
-        if (r >= 0)
-                r = bind_args(d, st, "i", id);
-        if (r >= 0)
-                r = stmt_step(d, st);
-        if (r == 0)
-                return -ENOENT;
+        r = stmt_row_by_id(d, STMT_API_KEY_LIMITS, id, &st);
         if (r < 0)
                 return r;
         *ret = (StoreKeyLimits) {
