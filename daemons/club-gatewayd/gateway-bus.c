@@ -621,6 +621,10 @@ static int list_keys(GatewayBus *b, sd_bus_message *m, KeyKind kind, sd_bus_erro
         if (r <= 0)
                 return r < 0 ? r : 1;
 
+        /* The user, all users, the keys and each API key's limits: one read transaction, not
+         * one each (store_read_begin()); polkit is already answered, so nothing waits in it. */
+        _cleanup_(store_read_endp) Store *snapshot = store_read_begin(b->store);
+
         r = user_filter(b, user, &user_id, error);
         if (r < 0)
                 return r;
