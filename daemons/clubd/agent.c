@@ -12,6 +12,7 @@
 #include "agent-register.h"
 #include "agent-spoke.h"
 #include "agent-state.h"
+#include "conf-parser.h"
 #include "http-server.h"
 #include "log.h"
 #include "upstream.h"
@@ -102,13 +103,6 @@ AgentState agent_state_from_string(const char *s) {
         return _AGENT_STATE_INVALID;
 }
 
-static char **strv_free(char **l) {
-        for (char **s = l; s && *s; s++)
-                free(*s);
-        free(l);
-        return NULL;
-}
-
 static bool strv_equal(char **a, char **b) {
         for (; a && *a && b && *b; a++, b++)
                 if (!streq(*a, *b))
@@ -156,9 +150,17 @@ static void agent_set_statef(Agent *a, AgentState s, const char *fmt, ...) {
 
 /* ---- models and upstreams ------------------------------------------------------------ */
 
+static void agent_upstreams_free(AgentUpstream *l, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free((char *) l[i].name);
+                free((char *) l[i].url);
+        }
+        free(l);
+}
+
 static int agent_collect(Agent *a, char ***ret_models, AgentUpstream **ret_ups, size_t *ret_n) {
         Upstream *const *ups;
-        size_t n = proxy_upstreams(a->proxy, &ups), n_models = 0, k = 0;
+        size_t n = proxy_upstreams(a->proxy, &ups), n_models = 0, k = 0, w = 0;
         char **models;
         AgentUpstream *l;
 
@@ -182,39 +184,29 @@ static int agent_collect(Agent *a, char ***ret_models, AgentUpstream **ret_ups, 
                 if (!u->reachable && u->failures >= UPSTREAM_FAILURES_KEEP)
                         continue;
                 for (size_t j = 0; j < u->n_models; j++) {
-                        bool dup = false;
-
-                        for (size_t m = 0; m < k && !dup; m++)
-                                dup = streq(models[m], u->models[j]);
-                        if (dup)
-                                continue;
                         models[k] = strdup(u->models[j]);
                         if (!models[k])
                                 goto oom;
                         k++;
                 }
         }
+        /* Sorted, then each name once (several upstreams may serve the same model). */
         qsort(models, k, sizeof(char *), cmp_str);
+        for (size_t i = 0; i < k; i++) {
+                if (w > 0 && streq(models[w - 1], models[i]))
+                        free(models[i]);
+                else
+                        models[w++] = models[i];
+        }
+        models[w] = NULL;
         *ret_models = models;
         *ret_ups = l;
         *ret_n = n;
         return 0;
 oom:
-        strv_free(models);
-        for (size_t i = 0; i < n; i++) {
-                free((char *) l[i].name);
-                free((char *) l[i].url);
-        }
-        free(l);
+        config_strv_free(models);
+        agent_upstreams_free(l, n);
         return -ENOMEM;
-}
-
-static void agent_upstreams_free(AgentUpstream *l, size_t n) {
-        for (size_t i = 0; i < n; i++) {
-                free((char *) l[i].name);
-                free((char *) l[i].url);
-        }
-        free(l);
 }
 
 static int agent_start_heartbeats(Agent *a);
@@ -244,7 +236,7 @@ static void on_proxy_refreshed(Proxy *p, void *userdata) {
                         ups[i].healthy == a->upstreams[i].healthy;
         if (!same)
                 changes |= AGENT_CHANGE_UPSTREAMS;
-        strv_free(a->models);
+        config_strv_free(a->models);
         a->models = models;
         agent_upstreams_free(a->upstreams, a->n_upstreams);
         a->upstreams = ups;
@@ -295,7 +287,7 @@ static int agent_apply_config(Agent *a, const ClubdConfig *cfg, bool *ret_caps_c
         for (size_t i = 0; i < cfg->n_capabilities; i++) {
                 caps[i] = strdup(cfg->capabilities[i].name);
                 if (!caps[i]) {
-                        strv_free(caps);
+                        config_strv_free(caps);
                         return -ENOMEM;
                 }
         }
@@ -303,7 +295,7 @@ static int agent_apply_config(Agent *a, const ClubdConfig *cfg, bool *ret_caps_c
 
         if (ret_caps_changed)
                 *ret_caps_changed = !strv_equal(caps, a->capabilities);
-        strv_free(a->capabilities);
+        config_strv_free(a->capabilities);
         a->capabilities = caps;
         free_and_replace(a->cfg_gateway_url, url);
         free_and_replace(a->cfg_name, name);
@@ -619,7 +611,7 @@ static void on_register_answer(AgentRegisterRequest *req, int error, const char 
         if (free_and_strdup(&a->pending->name, reg->name) < 0 ||
             free_and_strdup(&a->pending->gateway_endpoint, reg->gateway_endpoint) < 0)
                 return register_finish(a, -ENOMEM, "state_write_failed", "Out of memory.");
-        if (wg_key_equal(&a->pending->gateway_public_key, &(WgKey) {}))
+        if (wg_key_is_zero(&a->pending->gateway_public_key))
                 return register_finish(a, -EBADMSG, "invalid_response", "The gateway sent no public key.");
 
         a->step = REGISTER_RESOLVE;
@@ -893,8 +885,8 @@ Agent *agent_free(Agent *a) {
         http_client_free(a->mesh_client);
         wg_context_free(a->wg);
         agent_saved_state_free(a->saved);
-        strv_free(a->models);
-        strv_free(a->capabilities);
+        config_strv_free(a->models);
+        config_strv_free(a->capabilities);
         agent_upstreams_free(a->upstreams, a->n_upstreams);
         free(a->reason);
         free(a->state_dir);

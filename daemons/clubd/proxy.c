@@ -811,6 +811,7 @@ static ProxyCapability *proxy_find_capability(Proxy *p, const char *name, size_t
 static int proxy_handle_capability(Proxy *p, HttpExchange *x, const char *path) {
         _cleanup_(json_object_putp) json_object *root = NULL;
         _cleanup_free_ ProxyRequest *pr = NULL;
+        _cleanup_free_ char *p_path = NULL, *name = NULL, *url = NULL;
         const char *rest = startswith(path, CAPABILITY_PREFIX), *slash, *body;
         ProxyCapability *cap;
         char id[HTTP_REQUEST_ID_SIZE];
@@ -844,24 +845,21 @@ static int proxy_handle_capability(Proxy *p, HttpExchange *x, const char *path) 
                 return respond_error(x, id, 400, "invalid_request_error", "invalid_request", NULL,
                                      "A capability's request body must be JSON.");
 
+        p_path = strdup(path);
+        name = strdup(cap->name);
+        url = strdup(cap->url);
         pr = new0(ProxyRequest, 1);
-        if (!pr)
+        if (!p_path || !name || !url || !pr)
                 return -ENOMEM;
         *pr = (ProxyRequest) {
                 .proxy = p,
                 .kind = PR_CAPABILITY,
                 .x = x,
-                .path = strdup(path),
-                .target_name = strdup(cap->name),
-                .capability_url = strdup(cap->url),
+                .path = TAKE_PTR(p_path),
+                .target_name = TAKE_PTR(name),
+                .capability_url = TAKE_PTR(url),
         };
         memcpy(pr->id, id, sizeof id);
-        if (!pr->path || !pr->target_name || !pr->capability_url) {
-                free(pr->path);
-                free(pr->target_name);
-                free(pr->capability_url);
-                return -ENOMEM;
-        }
         http_exchange_set_userdata(x, pr, on_exchange_close, on_exchange_drain);
         proxy_request_continue(TAKE_PTR(pr));
         return 0;
@@ -968,12 +966,16 @@ bool proxy_listed(Proxy *p) {
         return p->refreshed_usec > 0;
 }
 
-static void proxy_capabilities_free(Proxy *p) {
-        for (size_t i = 0; i < p->n_capabilities; i++) {
-                free(p->capabilities[i].name);
-                free(p->capabilities[i].url);
+static ProxyCapability *capabilities_free(ProxyCapability *l, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(l[i].name);
+                free(l[i].url);
         }
-        p->capabilities = mfree(p->capabilities);
+        return mfree(l);
+}
+
+static void proxy_capabilities_free(Proxy *p) {
+        p->capabilities = capabilities_free(p->capabilities, p->n_capabilities);
         p->n_capabilities = 0;
 }
 
@@ -990,11 +992,7 @@ static int proxy_set_capabilities(Proxy *p, const ClubdConfig *cfg) {
                         .max_body_size = cfg->capabilities[i].max_body_size,
                 };
                 if (!l[i].name || !l[i].url) {
-                        for (size_t j = 0; j <= i; j++) {
-                                free(l[j].name);
-                                free(l[j].url);
-                        }
-                        free(l);
+                        capabilities_free(l, i + 1);
                         return -ENOMEM;
                 }
         }

@@ -101,6 +101,11 @@ Listen=127.0.0.1:8092
 Name=local
 URL=http://127.0.0.1:$UPORT/v1
 
+# The same server under a second name: its models are in the union once.
+[Upstream]
+Name=local-again
+URL=http://127.0.0.1:$UPORT/v1
+
 [Capability]
 Name=embed
 URL=http://127.0.0.1:$UPORT/v1/embeddings
@@ -152,7 +157,7 @@ start_clubd || { fail "clubd did not take $NAME"; cat "$tmp/clubd.log"; exit 1; 
 ok "clubd owns $NAME on the private bus"
 check "State is \"unregistered\" before any registration" state_is unregistered
 check "Capabilities lists the configured one" sh -c "'${BUSCTL[0]}' --address='$ADDR' get-property $NAME $OPATH $NAME Capabilities | grep -q '\"embed\"'"
-check "Models come from the upstream" wait_for 5 sh -c "'${BUSCTL[0]}' --address='$ADDR' get-property $NAME $OPATH $NAME Models | grep -q 'as 2 \"club-mesh-a\" \"club-mesh-b\"'"
+check "Models come from the upstreams, each name once" wait_for 5 sh -c "'${BUSCTL[0]}' --address='$ADDR' get-property $NAME $OPATH $NAME Models | grep -q 'as 2 \"club-mesh-a\" \"club-mesh-b\"'"
 
 # ---- registration errors ------------------------------------------------------------------------
 call Register ssst "$AGENTKEY" "$GWURL" mesh1 0
