@@ -234,8 +234,12 @@ expect "a signed capability call reaches its local service: 200" 200
 check "…with the service's answer" grep -q '"embedding"' "$tmp/resp"
 mesh in_ns /api/v1/capabilities/nope/exec "$(sign /api/v1/capabilities/nope/exec)" "$EMBED"
 expect "an unknown capability: 404" 404 capability_not_found
-sleep 2.5
-check "the gateway's probe of /healthz keeps the provider online (ProbeInterval=1s)" online_is 1
+# A probe of a provider starts only once its last one is over: 3 more starts, 2 more answers.
+probes() { grep -c "Probing provider mesh1 (id $PID1)" "$tmp/gatewayd.log"; }
+probes0=$(probes)
+probed() { [ "$(probes)" -ge $((probes0 + 3)) ]; }
+check "the gateway probes the provider's /healthz (ProbeInterval=1s)" wait_for 15 probed
+check "…which keeps the provider online" online_is 1
 check "…and never saw it unreachable" sh -c "! grep -q 'mesh1 (id $PID1) is unreachable' '$tmp/gatewayd.log'"
 
 # ---- drain and resume ---------------------------------------------------------------------------
