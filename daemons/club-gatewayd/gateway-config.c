@@ -77,17 +77,6 @@ static CONFIG_PARSER_PROTOTYPE(parse_metrics_listen) {
         return free_and_strdup(&c->metrics_listen_file, ctx->file);
 }
 
-static CONFIG_PARSER_PROTOTYPE(parse_metrics_max_series) {
-        unsigned *p = data, v;
-
-        if (parse_uint(value, &v) < 0 || v < 1 || v > METRICS_SERIES_MAX_MAX) {
-                config_set_reason(ctx, "expected a number of series from 1 to 10000");
-                return -EINVAL;
-        }
-        *p = v;
-        return 0;
-}
-
 static CONFIG_PARSER_PROTOTYPE(parse_mesh_prefix) {
         char **s = data;
         struct in_addr a;
@@ -175,19 +164,6 @@ static CONFIG_PARSER_PROTOTYPE(parse_wg_port) {
         return 0;
 }
 
-/* Registrations per minute from one source address or with one key; also the burst. */
-static CONFIG_PARSER_PROTOTYPE(parse_register_rate) {
-        unsigned *p = data;
-        unsigned v;
-
-        if (parse_uint(value, &v) < 0 || v == 0 || v > GATEWAY_REGISTER_RATE_MAX) {
-                config_set_reason(ctx, "expected registrations per minute, from 1 to 100000 (it is also the burst)");
-                return -EINVAL;
-        }
-        *p = v;
-        return 0;
-}
-
 /* [Public] TrustedProxies=: addresses and networks, separated by blanks or commas; each
  * line adds to the list, an empty value empties it. */
 static CONFIG_PARSER_PROTOTYPE(parse_trusted_proxies) {
@@ -241,57 +217,63 @@ static CONFIG_PARSER_PROTOTYPE(parse_key_limit) {
         return 0;
 }
 
-static CONFIG_PARSER_PROTOTYPE(parse_usage_retention) {
-        uint64_t *p = data, v;
-
-        if (parse_sec(value, &v) < 0 || v < GATEWAY_USAGE_RETENTION_USEC_MIN || v > GATEWAY_USAGE_RETENTION_USEC_MAX) {
-                config_set_reason(ctx, "expected a time from 1min to 3650d, e.g. 90d");
-                return -EINVAL;
-        }
-        *p = v;
-        return 0;
-}
-
-static CONFIG_PARSER_PROTOTYPE(parse_shutdown_grace) {
-        uint64_t *p = data;
-        uint64_t v;
-
-        if (parse_sec(value, &v) < 0 || v > GATEWAY_SHUTDOWN_GRACE_USEC_MAX) {
-                config_set_reason(ctx, "expected a time from 0 to 1h, e.g. 10s or 500ms");
-                return -EINVAL;
-        }
-        *p = v;
-        return 0;
-}
-
-/* The durations of the OpenAI API: ltype indexes this table. */
-static const struct {
+/* Bounded durations (uint64_t µs) and counts (unsigned): ltype indexes one of these tables. */
+typedef struct ConfigRange {
         uint64_t min, max;
         const char *reason;
-} api_durations[] = {
-        { USEC_PER_SEC / 10, 300 * USEC_PER_SEC, "expected a time from 100ms to 5min, e.g. 5s" },
-        { USEC_PER_SEC, 24 * 3600 * USEC_PER_SEC, "expected a time from 1s to 1 day, e.g. 300s or 10min" },
-        { 0, 3600 * USEC_PER_SEC, "expected a time up to 1h, e.g. 15s; 0 turns keep-alives off" },
-        { USEC_PER_SEC / 10, 3600 * USEC_PER_SEC, "expected a time from 100ms to 1h, e.g. 1s" },
+} ConfigRange;
+
+enum {
+        DURATION_CONNECT,
+        DURATION_TRANSFER,
+        DURATION_KEEP_ALIVE,
+        DURATION_BACKOFF,
+        DURATION_SHUTDOWN_GRACE,
+        DURATION_USAGE_RETENTION,
 };
 
-static CONFIG_PARSER_PROTOTYPE(parse_api_duration) {
+static const ConfigRange durations[] = {
+        [DURATION_CONNECT] = { USEC_PER_SEC / 10, 300 * USEC_PER_SEC, "expected a time from 100ms to 5min, e.g. 5s" },
+        [DURATION_TRANSFER] = { USEC_PER_SEC, 24 * 3600 * USEC_PER_SEC, "expected a time from 1s to 1 day, e.g. 300s or 10min" },
+        [DURATION_KEEP_ALIVE] = { 0, 3600 * USEC_PER_SEC, "expected a time up to 1h, e.g. 15s; 0 turns keep-alives off" },
+        [DURATION_BACKOFF] = { USEC_PER_SEC / 10, 3600 * USEC_PER_SEC, "expected a time from 100ms to 1h, e.g. 1s" },
+        [DURATION_SHUTDOWN_GRACE] = { 0, GATEWAY_SHUTDOWN_GRACE_USEC_MAX, "expected a time from 0 to 1h, e.g. 10s or 500ms" },
+        [DURATION_USAGE_RETENTION] = { GATEWAY_USAGE_RETENTION_USEC_MIN, GATEWAY_USAGE_RETENTION_USEC_MAX,
+                                       "expected a time from 1min to 3650d, e.g. 90d" },
+};
+
+enum {
+        COUNT_MAX_ATTEMPTS,
+        COUNT_REGISTER_RATE,
+        COUNT_METRICS_SERIES,
+};
+
+static const ConfigRange counts[] = {
+        [COUNT_MAX_ATTEMPTS] = { 1, GATEWAY_API_MAX_ATTEMPTS_MAX, "expected a number of providers from 1 to 16" },
+        /* Registrations per minute from one source address or with one key; also the burst. */
+        [COUNT_REGISTER_RATE] = { 1, GATEWAY_REGISTER_RATE_MAX,
+                                  "expected registrations per minute, from 1 to 100000 (it is also the burst)" },
+        [COUNT_METRICS_SERIES] = { 1, METRICS_SERIES_MAX_MAX, "expected a number of series from 1 to 10000" },
+};
+
+static CONFIG_PARSER_PROTOTYPE(parse_duration) {
         uint64_t *p = data, v;
 
-        assert(ltype >= 0 && (size_t) ltype < ELEMENTSOF(api_durations));
-        if (parse_sec(value, &v) < 0 || v < api_durations[ltype].min || v > api_durations[ltype].max) {
-                config_set_reason(ctx, api_durations[ltype].reason);
+        assert(ltype >= 0 && (size_t) ltype < ELEMENTSOF(durations));
+        if (parse_sec(value, &v) < 0 || v < durations[ltype].min || v > durations[ltype].max) {
+                config_set_reason(ctx, durations[ltype].reason);
                 return -EINVAL;
         }
         *p = v;
         return 0;
 }
 
-static CONFIG_PARSER_PROTOTYPE(parse_max_attempts) {
+static CONFIG_PARSER_PROTOTYPE(parse_count) {
         unsigned *p = data, v;
 
-        if (parse_uint(value, &v) < 0 || v < 1 || v > GATEWAY_API_MAX_ATTEMPTS_MAX) {
-                config_set_reason(ctx, "expected a number of providers from 1 to 16");
+        assert(ltype >= 0 && (size_t) ltype < ELEMENTSOF(counts));
+        if (parse_uint(value, &v) < 0 || v < counts[ltype].min || v > counts[ltype].max) {
+                config_set_reason(ctx, counts[ltype].reason);
                 return -EINVAL;
         }
         *p = v;
@@ -344,31 +326,31 @@ int gateway_config_load(const char *path, GatewayConfig **ret) {
                 { "Gateway", "HeartbeatWindow", config_parse_sec, 0, &c->heartbeat_window_usec },
                 { "Gateway", "ProbeInterval", config_parse_sec, 0, &c->probe_interval_usec },
                 { "Gateway", "EphemeralGrace", config_parse_sec, 0, &c->ephemeral_grace_usec },
-                { "Gateway", "ShutdownGrace", parse_shutdown_grace, 0, &c->shutdown_grace_usec },
+                { "Gateway", "ShutdownGrace", parse_duration, DURATION_SHUTDOWN_GRACE, &c->shutdown_grace_usec },
                 { "Gateway", "DBus", config_parse_bool, 0, &c->dbus },
                 { "Public", "Listen", parse_listen, 0, &c->public_listen },
                 { "Public", "TLSCertificate", parse_path, 0, &c->tls_certificate },
                 { "Public", "TLSKey", parse_path, 0, &c->tls_key },
                 { "Public", "MaxConnections", config_parse_uint, 0, &c->max_connections },
                 { "Public", "MaxBodySize", config_parse_size, 0, &c->max_body_size },
-                { "Public", "ConnectTimeout", parse_api_duration, 0, &c->connect_timeout_usec },
-                { "Public", "FirstByteTimeout", parse_api_duration, 1, &c->first_byte_timeout_usec },
-                { "Public", "IdleTimeout", parse_api_duration, 1, &c->idle_timeout_usec },
-                { "Public", "KeepAliveInterval", parse_api_duration, 2, &c->keep_alive_usec },
-                { "Public", "MaxAttempts", parse_max_attempts, 0, &c->max_attempts },
-                { "Public", "FailureBackoff", parse_api_duration, 3, &c->failure_backoff_usec },
-                { "Public", "FailureBackoffMax", parse_api_duration, 3, &c->failure_backoff_max_usec },
-                { "Public", "RegisterRatePerSource", parse_register_rate, 0, &c->register_rate_per_source },
-                { "Public", "RegisterRatePerKey", parse_register_rate, 0, &c->register_rate_per_key },
+                { "Public", "ConnectTimeout", parse_duration, DURATION_CONNECT, &c->connect_timeout_usec },
+                { "Public", "FirstByteTimeout", parse_duration, DURATION_TRANSFER, &c->first_byte_timeout_usec },
+                { "Public", "IdleTimeout", parse_duration, DURATION_TRANSFER, &c->idle_timeout_usec },
+                { "Public", "KeepAliveInterval", parse_duration, DURATION_KEEP_ALIVE, &c->keep_alive_usec },
+                { "Public", "MaxAttempts", parse_count, COUNT_MAX_ATTEMPTS, &c->max_attempts },
+                { "Public", "FailureBackoff", parse_duration, DURATION_BACKOFF, &c->failure_backoff_usec },
+                { "Public", "FailureBackoffMax", parse_duration, DURATION_BACKOFF, &c->failure_backoff_max_usec },
+                { "Public", "RegisterRatePerSource", parse_count, COUNT_REGISTER_RATE, &c->register_rate_per_source },
+                { "Public", "RegisterRatePerKey", parse_count, COUNT_REGISTER_RATE, &c->register_rate_per_key },
                 { "Public", "TrustedProxies", parse_trusted_proxies, 0, &c->trusted_proxies },
                 { "Limits", "RequestsPerMinute", parse_key_limit, 0, &c->limit_requests_per_minute },
                 { "Limits", "TokensPerMinute", parse_key_limit, 0, &c->limit_tokens_per_minute },
                 { "Limits", "ConcurrentStreams", parse_key_limit, 0, &c->limit_concurrent_streams },
-                { "Usage", "Retention", parse_usage_retention, 0, &c->usage_retention_usec },
+                { "Usage", "Retention", parse_duration, DURATION_USAGE_RETENTION, &c->usage_retention_usec },
                 { "Mesh", "Listen", parse_listen, 0, &c->mesh_listen },
                 { "Metrics", "Listen", parse_metrics_listen, 0, NULL },
                 { "Metrics", "AllowRemoteListen", config_parse_bool, 0, &c->metrics_allow_remote },
-                { "Metrics", "MaxSeries", parse_metrics_max_series, 0, &c->metrics_max_series },
+                { "Metrics", "MaxSeries", parse_count, COUNT_METRICS_SERIES, &c->metrics_max_series },
                 { "WireGuard", "Enabled", config_parse_bool, 0, &c->wg_enabled },
                 { "WireGuard", "Interface", parse_ifname, 0, &c->wg_interface },
                 { "WireGuard", "PrivateKeyFile", parse_path, 0, &c->wg_private_key_file },
