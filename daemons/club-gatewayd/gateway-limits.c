@@ -64,6 +64,7 @@ static int slot_rank(const KeySlot *s) {
  * the least recently seen one without streams in flight. */
 static KeySlot *key_slot(KeyLimiter *l, int64_t key_id, const KeyLimits *limits, uint64_t now) {
         KeySlot *slot = NULL, *victim = NULL;
+        uint64_t dt;
 
         for (size_t i = 0; i < l->n_slots; i++) {
                 KeySlot *s = &l->slots[i];
@@ -85,16 +86,11 @@ static KeySlot *key_slot(KeyLimiter *l, int64_t key_id, const KeyLimits *limits,
                         .refilled_usec = now,
                 };
         }
-        if (now > slot->refilled_usec) {
-                uint64_t dt = now - slot->refilled_usec;
-
-                slot->requests = bucket_refill(slot->requests, limits->requests_per_minute, dt);
-                slot->tokens = bucket_refill(slot->tokens, limits->tokens_per_minute, dt);
-                slot->refilled_usec = now;
-        } else {
-                slot->requests = bucket_refill(slot->requests, limits->requests_per_minute, 0);
-                slot->tokens = bucket_refill(slot->tokens, limits->tokens_per_minute, 0);
-        }
+        /* Refilled even for dt = 0: that applies a limit changed since (see bucket_refill()). */
+        dt = now > slot->refilled_usec ? now - slot->refilled_usec : 0;
+        slot->requests = bucket_refill(slot->requests, limits->requests_per_minute, dt);
+        slot->tokens = bucket_refill(slot->tokens, limits->tokens_per_minute, dt);
+        slot->refilled_usec = MAX(slot->refilled_usec, now);
         slot->seen_usec = now;
         return slot;
 }
