@@ -72,8 +72,7 @@ struct ApiRequest {
         HttpSmallBody small;            /* a small answer of known size, collected whole */
         bool collect_error;             /* the provider's error answer after our keep-alives */
         unsigned error_status;
-        char *error_body;
-        size_t error_len;
+        UsageBuffer error_body;         /* …its first ERROR_BODY_MAX bytes */
         char tail[2];                   /* the last two bytes the client got, for event boundaries */
         char *pending;                  /* our own bytes (keep-alive, error event) waiting for room */
         size_t pending_len, pending_off;
@@ -272,7 +271,7 @@ static ApiRequest *api_request_free(ApiRequest *pr) {
         free(pr->target);
         free(pr->model);
         http_small_body_done(&pr->small);
-        free(pr->error_body);
+        usage_buffer_done(&pr->error_body);
         free(pr->pending);
         free(pr->usage_body);
         sse_usage_done(&pr->sse_usage);
@@ -498,19 +497,8 @@ static ssize_t on_provider_data(HttpRequest *req, const void *data, size_t len, 
                 return r < 0 ? r : (ssize_t) len;
         }
         if (pr->collect_error) {
-                size_t n_keep = MIN(len, ERROR_BODY_MAX - pr->error_len);
-
-                if (n_keep > 0) {
-                        char *p = realloc(pr->error_body, pr->error_len + n_keep + 1);
-
-                        if (!p)
-                                return -ENOMEM;
-                        memcpy(p + pr->error_len, data, n_keep);
-                        pr->error_len += n_keep;
-                        p[pr->error_len] = 0;
-                        pr->error_body = p;
-                }
-                return (ssize_t) len;
+                r = usage_buffer_append(&pr->error_body, data, MIN(len, ERROR_BODY_MAX - pr->error_body.len));
+                return r < 0 ? r : (ssize_t) len;
         }
         if (pr->pending)
                 return 0; /* our keep-alive goes first; the drain resumes the transfer */
@@ -684,14 +672,13 @@ static void on_provider_done(HttpRequest *req, int error, void *userdata) {
         }
 
         if (pr->collect_error && error == 0 &&
-            api_request_stream_options_refused(pr, pr->error_status, pr->error_body, pr->error_len)) {
+            api_request_stream_options_refused(pr, pr->error_status, pr->error_body.data, pr->error_body.len)) {
                 pr->collect_error = false;
-                pr->error_body = mfree(pr->error_body);
-                pr->error_len = 0;
+                usage_buffer_done(&pr->error_body);
                 return;
         }
         if (pr->collect_error) {
-                _cleanup_free_ char *m = provider_error_message(pr->error_body, pr->error_len), *msg = NULL;
+                _cleanup_free_ char *m = provider_error_message(pr->error_body.data, pr->error_body.len), *msg = NULL;
 
                 if (asprintf(&msg, "The provider answered %u: %s", pr->error_status,
                              m ?: http_status_reason(pr->error_status)) < 0)
