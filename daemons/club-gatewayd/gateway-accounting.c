@@ -7,6 +7,7 @@
 #include "cleanup.h"
 #include "gateway-accounting.h"
 #include "gateway-config.h"
+#include "http-forward.h"
 #include "json-util.h"
 #include "log.h"
 #include "parse-util.h"
@@ -373,9 +374,8 @@ int accounting_handle_usage(Accounting *a, HttpExchange *x, const char *id, cons
         const char *target = http_exchange_target(x);
         StoreUsageFilter f = { .user_id = key->user_id };
         StoreUsageTotal *l = NULL;
-        _cleanup_free_ char *body = NULL;
         char group[16];
-        size_t n = 0, len;
+        size_t n = 0;
         int r;
 
         (void) http_exchange_add_header(x, "x-request-id", id);
@@ -430,9 +430,5 @@ int accounting_handle_usage(Accounting *a, HttpExchange *x, const char *id, cons
             (f.until_usec > 0 && jobj_add_int64(root, "until", (int64_t) (f.until_usec / USEC_PER_SEC)) < 0) ||
             jobj_add(root, "data", TAKE_PTR(data)) < 0)
                 return -ENOMEM;
-        r = jobj_to_string(root, &body, &len);
-        if (r < 0)
-                return r;
-        (void) http_exchange_add_header(x, "Cache-Control", "no-store");
-        return http_exchange_respond(x, 200, "application/json", body, len);
+        return http_respond_json(x, NULL, 200, root);   /* x-request-id is set above */
 }

@@ -201,6 +201,8 @@ m = d["data"][0]
 assert m["model"] == "m1" and m["requests"] == 12 and m["ok"] == 9 and m["failed"] == 1, m
 assert m["truncated"] == 1 and m["cancelled"] == 1 and m["completion_tokens"] >= 40, m
 assert m["total_tokens"] == m["prompt_tokens"] + m["completion_tokens"], m' "$tmp/resp"
+check "…no cache may keep it, and it carries one x-request-id" \
+        sh -c "[ '$(hdr cache-control)' = no-store ] && [ -n '$(hdr x-request-id)' ] && [ \$(grep -ci '^x-request-id:' '$tmp/hdr') = 1 ]"
 api -H "Authorization: Bearer $ALICE" "$BASE/api/v1/usage?since=1&until=$(( $(date +%s) + 60 ))"
 check "…by key (the default), in a time range: alice's inference key" "$PY" -c '
 import json, sys
