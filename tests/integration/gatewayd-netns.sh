@@ -6,8 +6,9 @@
 # The caller sets before sourcing: TEST (a name for the temporary directory), ID (unique, e.g.
 # $$), NS and NSA (the namespaces), IF and AIF (hub and agent interfaces, ≤ 15 characters:
 # /run/wireguard is shared by all namespaces). It gets: $tmp, $PY, $RUNDIR, skip, ok, fail,
-# check, in_ns, in_agent, wait_for, netns_setup UNDERLAY-PREFIX, start_agent_wg, make_cert
-# (a throwaway CA and a certificate, with openssl), start_hub_gateway and start_test_upstream
+# check, config_refused, in_ns, in_agent, wait_for, netns_setup UNDERLAY-PREFIX,
+# start_agent_wg, make_cert (a throwaway CA and a certificate, with openssl),
+# start_hub_gateway and start_test_upstream
 # (below); and the pid variables wgpid (hub), awgpid (agent), gwpid and srvpid, which cleanup
 # stops on exit.
 # Tests with more namespaces use netns_add NAME UNDERLAY-PREFIX (another namespace joined to
@@ -63,6 +64,19 @@ check() {  # DESCRIPTION COMMAND...
         local what=$1
         shift
         if "$@"; then ok "$what"; else fail "$what"; fi
+}
+# `club-gatewayd --check-config -c FILE` exits 1 and its output holds every LINE, verbatim
+# (e.g. "bad.conf:2: Invalid value for [Public] KeepAliveInterval=2h"); the output is shown
+# on failure.
+config_refused() {  # DESCRIPTION FILE LINE...
+        local what=$1 conf=$2 rc line missing=
+        shift 2
+        "$GATEWAYD" --check-config -c "$conf" >"$conf.log" 2>&1
+        rc=$?
+        for line; do grep -qF -- "$line" "$conf.log" || missing+=" '$line'"; done
+        if [ "$rc" = 1 ] && [ -z "$missing" ]; then ok "$what"; return; fi
+        fail "$what: exit $rc, missing:${missing:- nothing}"
+        sed 's/^/# /' "$conf.log"
 }
 in_ns() { ip netns exec "$NS" "$@"; }
 in_agent() { ip netns exec "$NSA" "$@"; }
